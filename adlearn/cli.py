@@ -1,0 +1,112 @@
+"""Command line: ``python -m adlearn ...`` (or the ``adlearn`` script).
+
+    python -m adlearn profiles                          # the run profiles and what they mean
+    python -m adlearn data build                        # generate the built-in data set
+    python -m adlearn data download-mvtec --categories bottle carpet
+    python -m adlearn fit draem --category brick --profile book --out models/draem_brick.pt
+    python -m adlearn evaluate draem models/draem_brick.pt --category brick
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from adlearn.profiles import PROFILE_NAMES, profile_settings
+
+
+def _dataset(category: str, split: str, image_size: int, profile: str, root: str | None):
+    from adlearn.data import MVTecAD, builtin_dataset_root, default_data_root
+
+    settings = profile_settings(profile)
+    if root is None:
+        root = builtin_dataset_root() if settings.dataset == "builtin" else default_data_root() / "mvtec_ad"
+    return MVTecAD(root, category, split=split, image_size=image_size)
+
+
+def _method_class(name: str):
+    from adlearn.methods import METHODS
+
+    key = name.lower()
+    if key not in METHODS:
+        raise SystemExit(f"unknown method {name!r}; available: {', '.join(sorted(METHODS))}")
+    return METHODS[key]
+
+
+def _cmd_profiles(args: argparse.Namespace) -> int:
+    for name in PROFILE_NAMES:
+        settings = profile_settings(name)
+        print(f"{name:6s} {settings.dataset:8s} {settings.image_size:4d}px  {settings.description}")
+    return 0
+
+
+def _cmd_data(args: argparse.Namespace) -> int:
+    from adlearn.data import build_builtin_dataset, download_mvtec, default_data_root
+
+    if args.action == "build":
+        print(build_builtin_dataset(root=args.root, seed=args.seed))
+    else:
+        root = Path(args.root) if args.root else default_data_root() / "mvtec_ad"
+        download_mvtec(root, args.categories)
+    return 0
+
+
+def _cmd_fit(args: argparse.Namespace) -> int:
+    method = _method_class(args.method)
+    detector = method.from_profile(args.profile)
+    size = detector.hparams.get("image_size", profile_settings(args.profile).image_size)
+    train = _dataset(args.category, "train", size, args.profile, args.root)
+    detector.fit(train, device=args.device)
+    print(f"saved {detector.save(args.out)}")
+    return 0
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from adlearn.metrics import evaluate
+
+    detector = _method_class(args.method).load(args.model)
+    size = detector.hparams.get("image_size", profile_settings(args.profile).image_size)
+    test = _dataset(args.category, "test", size, args.profile, args.root)
+    results = evaluate(detector, test)
+    print(json.dumps({k: v for k, v in results.items() if isinstance(v, (int, float))}, indent=2))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m adlearn", description="adlearn: the book's companion package")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    commands.add_parser("profiles", help="list the run profiles").set_defaults(run=_cmd_profiles)
+
+    data = commands.add_parser("data", help="build the built-in data set or download MVTec AD")
+    data.add_argument("action", choices=["build", "download-mvtec"])
+    data.add_argument("--root", default=None, help="where the data goes (default: adlearn's data folder)")
+    data.add_argument("--seed", type=int, default=0, help="seed of the built-in data set")
+    data.add_argument("--categories", nargs="+", default=None, help="MVTec AD categories to download")
+    data.set_defaults(run=_cmd_data)
+
+    for name, help_text, handler in (("fit", "train a method and save it", _cmd_fit),
+                                     ("evaluate", "evaluate a saved method on a test split", _cmd_evaluate)):
+        sub = commands.add_parser(name, help=help_text)
+        sub.add_argument("method", help="method name, e.g. draem or anogan")
+        if name == "evaluate":
+            sub.add_argument("model", help="file written by fit / Detector.save")
+        sub.add_argument("--category", required=True)
+        sub.add_argument("--profile", choices=PROFILE_NAMES, default=None)
+        sub.add_argument("--root", default=None, help="MVTec-layout root (default: the profile's data set)")
+        if name == "fit":
+            sub.add_argument("--out", required=True, help="where to save the trained detector")
+            sub.add_argument("--device", default=None)
+        sub.set_defaults(run=handler)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return args.run(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
