@@ -455,6 +455,8 @@ class TestPredictions:
     paths: list[str] = field(default_factory=list)
     images: np.ndarray | None = None
 
+    __test__ = False  # a data container, not a pytest test class despite its name
+
     def __len__(self) -> int:
         return int(self.scores.shape[0])
 
