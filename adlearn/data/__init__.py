@@ -1,0 +1,39 @@
+"""Data sets of the book: MVTec AD and the built-in offline data set, in one folder layout.
+
+* :class:`MVTecAD` reads any folder in the MVTec AD layout (the real data set,
+  the built-in one, or your own) and yields the item dicts every method reads.
+* :func:`download_mvtec` fetches MVTec AD (CC BY-NC-SA 4.0) on request.
+* :func:`builtin_dataset_root` builds the built-in data set from photographs
+  bundled with scikit-image on first use (seconds, no network) and returns its root.
+* :func:`default_data_root` says where all of this lives; :func:`download_file`
+  and :func:`extract_archive` are the careful download helpers underneath.
+
+Example:
+    >>> from adlearn.data import MVTecAD, builtin_dataset_root  # doctest: +SKIP
+    >>> test = MVTecAD(builtin_dataset_root(), "washer", split="test", image_size=128)  # doctest: +SKIP
+"""
+
+from adlearn.data.builtin import (
+    BUILTIN_CATEGORIES,
+    BUILTIN_DEFECTS,
+    build_builtin_dataset,
+    builtin_dataset_root,
+)
+from adlearn.data.download import ChecksumError, download_file, extract_archive
+from adlearn.data.mvtec import MVTEC_CATEGORIES, MVTecAD, download_mvtec, list_categories
+from adlearn.data.paths import default_data_root
+
+__all__ = [
+    "BUILTIN_CATEGORIES",
+    "BUILTIN_DEFECTS",
+    "ChecksumError",
+    "MVTEC_CATEGORIES",
+    "MVTecAD",
+    "build_builtin_dataset",
+    "builtin_dataset_root",
+    "default_data_root",
+    "download_file",
+    "download_mvtec",
+    "extract_archive",
+    "list_categories",
+]
