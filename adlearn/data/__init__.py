@@ -22,6 +22,7 @@ from adlearn.data.builtin import (
 from adlearn.data.download import ChecksumError, download_file, extract_archive
 from adlearn.data.mvtec import MVTEC_CATEGORIES, MVTecAD, download_mvtec, list_categories
 from adlearn.data.paths import default_data_root
+from adlearn.data.textures import download_dtd, load_texture_images
 
 __all__ = [
     "BUILTIN_CATEGORIES",
@@ -32,8 +33,10 @@ __all__ = [
     "build_builtin_dataset",
     "builtin_dataset_root",
     "default_data_root",
+    "download_dtd",
     "download_file",
     "download_mvtec",
     "extract_archive",
     "list_categories",
+    "load_texture_images",
 ]

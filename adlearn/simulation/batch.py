@@ -1,0 +1,151 @@
+"""What every anomaly maker returns, and the bank of anomaly-source textures DRÆM and MemSeg draw from."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, fields, replace
+
+import torch
+import torch.nn.functional as F
+
+from adlearn.simulation._validation import generator_device
+
+__all__ = ["SyntheticBatch", "TextureBank", "RowSplit"]
+
+
+@dataclass
+class SyntheticBatch:
+    """A batch with synthetic anomalies.
+
+    Attributes:
+        images: ``[B, 3, H, W]`` floats in ``[0, 1]``, the inputs with anomalies pasted in.
+        masks: ``[B, 1, H, W]`` floats in ``{0, 1}``: 1 where an anomaly was placed.
+            Pixels outside the mask are bit-for-bit the original ones.
+        labels: ``[B]``: float 1/0 (anomalous or not, i.e. the mask is non-empty),
+            or long class ids for multi-class makers (CutPaste 3-way: 0 normal,
+            1 cut-paste, 2 scar).
+        sources: ``[B, 3, H, W]`` the anomaly source that was blended in (where the
+            mask is 1); the original image for untouched samples. ``None`` if not kept.
+        opacity: ``[B]`` the weight of the source in the blend
+            ``out = (1 - opacity) * image + opacity * source`` inside the mask
+            (0 for untouched samples). ``None`` if not kept.
+        kinds: ``[B]`` long, maker-specific kind of anomaly (MemSeg: 0 none,
+            1 texture, 2 structure; CutPaste: as ``labels``). ``None`` if not kept.
+    """
+
+    images: torch.Tensor
+    masks: torch.Tensor
+    labels: torch.Tensor
+    sources: torch.Tensor | None = None
+    opacity: torch.Tensor | None = None
+    kinds: torch.Tensor | None = None
+
+    def to(self, device: torch.device | str) -> "SyntheticBatch":
+        """The same batch on ``device``."""
+        moved = {f.name: getattr(self, f.name) for f in fields(self)}
+        return replace(self, **{k: (v.to(device) if isinstance(v, torch.Tensor) else v) for k, v in moved.items()})
+
+    def __len__(self) -> int:
+        return self.images.shape[0]
+
+
+class RowSplit:
+    """The rows of a batch that get an anomaly (``members``) and the rest, with cheap merging.
+
+    Makers compute anomalies for the members only and then need full-batch
+    tensors again. Concatenating ``[members; others]`` and reordering with one
+    ``index_select`` is several times faster on a CPU than ``index_copy_`` into a
+    clone, and needs no device synchronisation (the indices live on the CPU).
+
+    Args:
+        chosen: bool ``[B]`` (any device), which rows are members.
+        device: the device of the tensors to merge.
+    """
+
+    def __init__(self, chosen: torch.Tensor, device: torch.device) -> None:
+        chosen = chosen.cpu()
+        self.batch = chosen.numel()
+        self.members = torch.nonzero(chosen).flatten()
+        self.others = torch.nonzero(~chosen).flatten()
+        self.device = torch.device(device)
+        self.members_device = self.members.to(self.device)
+        self.others_device = self.others.to(self.device)
+        order = torch.cat([self.members, self.others])
+        self._identity = bool(torch.equal(order, torch.arange(self.batch)))
+        self._inverse = torch.argsort(order).to(self.device)
+
+    @property
+    def count(self) -> int:
+        """Number of members."""
+        return self.members.numel()
+
+    def merge(self, member_values: torch.Tensor, other_values: torch.Tensor) -> torch.Tensor:
+        """The full batch: ``member_values`` in the members' rows, ``other_values`` in the others'."""
+        if not self.others.numel():
+            return member_values
+        if not self.members.numel():
+            return other_values
+        stacked = torch.cat([member_values, other_values])
+        return stacked if self._identity else stacked.index_select(0, self._inverse)
+
+
+class TextureBank:
+    """Anomaly-source images kept once per device and resized to the batch on demand.
+
+    Args:
+        textures: ``[N, 3, h, w]`` floats in ``[0, 1]``, or ``uint8`` (4x less memory,
+            converted per batch).
+        name: the argument name used in error messages.
+
+    Raises:
+        TypeError/ValueError: not a tensor, wrong dtype, shape or range, or empty.
+    """
+
+    def __init__(self, textures: torch.Tensor, name: str = "textures") -> None:
+        if not isinstance(textures, torch.Tensor):
+            raise TypeError(f"{name} must be a torch.Tensor [N, 3, H, W] (floats in [0, 1] or uint8), got {type(textures).__name__}.")
+        if textures.ndim != 4 or textures.shape[1] != 3:
+            raise ValueError(f"{name} must have shape [N, 3, H, W] (RGB), got {tuple(textures.shape)}.")
+        if textures.shape[0] == 0:
+            raise ValueError(f"{name} is empty (N = 0); load some with adlearn.data.textures.load_texture_images().")
+        if textures.is_floating_point():
+            low, high = float(textures.min()), float(textures.max())
+            if low < -1e-6 or high > 1 + 1e-6:
+                raise ValueError(f"{name} must have values in [0, 1], got range [{low:.4g}, {high:.4g}].")
+        elif textures.dtype != torch.uint8:
+            raise TypeError(f"{name} must be float in [0, 1] or uint8, got dtype {textures.dtype}.")
+        self._textures = textures
+        self._on_device: dict[torch.device, torch.Tensor] = {}
+
+    def __len__(self) -> int:
+        return self._textures.shape[0]
+
+    @property
+    def textures(self) -> torch.Tensor:
+        """The textures as given."""
+        return self._textures
+
+    def _bank(self, device: torch.device) -> torch.Tensor:
+        device = torch.device(device)
+        if device.type == "cuda" and device.index is None:
+            device = torch.device("cuda", torch.cuda.current_device())
+        if device not in self._on_device:
+            self._on_device[device] = self._textures.to(device)
+        return self._on_device[device]
+
+    def random_indices(self, count: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        """``count`` indices drawn uniformly (with replacement), on the generator's device."""
+        return torch.randint(len(self), (count,), generator=generator, device=generator_device(generator))
+
+    def gather(
+        self, indices: torch.Tensor, size: Sequence[int], device: torch.device | str, dtype: torch.dtype = torch.float32
+    ) -> torch.Tensor:
+        """Textures ``indices`` as ``[len(indices), 3, H, W]`` floats in ``[0, 1]`` on ``device``."""
+        bank = self._bank(torch.device(device))
+        chosen = bank.index_select(0, indices.to(bank.device))
+        chosen = chosen.to(dtype) / 255.0 if chosen.dtype == torch.uint8 else chosen.to(dtype)
+        height, width = int(size[0]), int(size[1])
+        if chosen.shape[-2:] != (height, width):
+            chosen = F.interpolate(chosen, size=(height, width), mode="bilinear", align_corners=False, antialias=True)
+            chosen = chosen.clamp(0, 1)
+        return chosen
