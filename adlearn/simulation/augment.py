@@ -97,34 +97,33 @@ def hsv_to_rgb(hsv: torch.Tensor) -> torch.Tensor:
     return value.unsqueeze(1) - value.unsqueeze(1) * saturation.unsqueeze(1) * ramp
 
 
-def _to_levels(images: torch.Tensor) -> torch.Tensor:
-    """Quantise ``[0, 1]`` floats to the integer levels 0..255 (int32), as a ``uint8`` image holds them."""
-    return images.mul(255).round_().clamp_(0, 255).to(torch.int32)
+def _channel_levels(images: torch.Tensor) -> torch.Tensor:
+    """The levels 0..255 of ``[B, C, H, W]`` images, each channel shifted into its own block of 256.
 
-
-def _channel_histograms(levels: torch.Tensor) -> torch.Tensor:
-    """Histograms ``[B, C, 256]`` (long counts) of integer levels ``[B, C, H, W]``.
-
-    One ``bincount`` over all channels at once: each channel's levels are
-    shifted into their own block of 256 bins.
+    Returns a flat int32 tensor (cheaper to make and to count than int64):
+    ``level + 256 * (b * C + c)``. One ``bincount`` of it gives every channel's
+    histogram, and one ``index_select`` from the stacked tables maps every
+    pixel, so the operations need no per-channel work.
     """
-    batch, channels = levels.shape[:2]
-    offsets = torch.arange(batch * channels, device=levels.device, dtype=levels.dtype).view(-1, 1) * 256
-    shifted = levels.reshape(batch * channels, -1) + offsets
-    counts = torch.bincount(shifted.flatten(), minlength=batch * channels * 256)
-    return counts.view(batch, channels, 256)
+    batch, channels = images.shape[:2]
+    offsets = torch.arange(batch * channels, device=images.device, dtype=torch.int32).mul_(256).view(batch, channels, 1, 1)
+    levels = images.mul(255).round_().clamp_(0, 255).to(torch.int32)
+    return levels.add_(offsets).flatten()
 
 
-def _apply_lookup(levels: torch.Tensor, tables: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    """Map levels ``[B, C, H, W]`` through per-channel tables ``[B, C, 256]`` of output *levels* (0..255).
+def _channel_histograms(flat_levels: torch.Tensor, batch: int, channels: int) -> torch.Tensor:
+    """Histograms ``[B, C, 256]`` (long counts) of the shifted levels of :func:`_channel_levels`."""
+    return torch.bincount(flat_levels, minlength=batch * channels * 256).view(batch, channels, 256)
 
-    The table is converted to ``[0, 1]`` floats first (256 entries), so the
-    gather directly yields the output image.
+
+def _apply_lookup(flat_levels: torch.Tensor, tables: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """Map shifted levels through per-channel tables ``[B, C, 256]`` of output *levels* (0..255).
+
+    The table is converted to ``[0, 1]`` floats first (256 entries per channel), so
+    the lookup directly yields the output image, shaped and typed like ``like``.
     """
-    batch, channels, height, width = levels.shape
-    float_tables = tables.to(dtype).div_(255.0).reshape(batch * channels, 256)
-    mapped = torch.gather(float_tables, 1, levels.reshape(batch * channels, -1).long())
-    return mapped.view(batch, channels, height, width)
+    float_tables = tables.to(like.dtype).div_(255.0).flatten()
+    return float_tables.index_select(0, flat_levels).view(like.shape)
 
 
 # ----------------------------------------------------------------------------- geometry
@@ -178,10 +177,8 @@ def gamma_contrast(images: torch.Tensor, gammas: torch.Tensor) -> torch.Tensor:
     """
     levels_axis = torch.arange(256, device=images.device, dtype=torch.float64) / 255.0
     tables = levels_axis.view(1, 1, 256) ** gammas.to(images.device, torch.float64).view(-1, 3, 1)
-    batch, channels, height, width = images.shape
-    flat_tables = tables.to(images.dtype).reshape(batch * channels, 256)
-    mapped = torch.gather(flat_tables, 1, _to_levels(images).reshape(batch * channels, -1).long())
-    return mapped.view(batch, channels, height, width)
+    flat_tables = tables.to(images.dtype).flatten()
+    return flat_tables.index_select(0, _channel_levels(images)).view(images.shape)
 
 
 def multiply_add_brightness(images: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
@@ -246,14 +243,19 @@ def add_hue_saturation(images: torch.Tensor, params: torch.Tensor) -> torch.Tens
     """imgaug's ``AddToHueAndSaturation``: add ``params[:, 0] / 255`` turns to the hue and ``params[:, 1] / 255`` to the saturation."""
     hue, value, chroma = _hue_value_chroma(images)
     _wrap_unit(hue.add_(params[:, 0].view(-1, 1, 1) / 255.0))
-    saturation = chroma.div_(torch.where(value > 0, value, torch.ones_like(value)))
-    saturation.add_(params[:, 1].view(-1, 1, 1) / 255.0).clamp_(0, 1)
-    return _rgb_from_hue(hue, value, saturation.mul_(value)).clamp_(0, 1)
+    # Saturation s = C / V moves to clamp(s + ds, 0, 1); in chroma terms C' = clamp(C + ds V, 0, V),
+    # which needs no division and is 0 wherever V is.
+    chroma = torch.addcmul(chroma, value, params[:, 1].view(-1, 1, 1) / 255.0).clamp_min_(0)
+    chroma = torch.minimum(chroma, value, out=chroma)
+    # V - C' * ramp with 0 <= C' <= V and 0 <= ramp <= 1 stays in [0, V]: no clamp needed.
+    return _rgb_from_hue(hue, value, chroma)
 
 
 def solarize(images: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
     """imgaug's ``Solarize``: if ``params[:, 0]`` is 1, invert every level at or above ``params[:, 1]`` (0..255)."""
     # round(255 x) >= t  <=>  x >= (t - 0.5) / 255 for an integer t; a threshold above 1 turns it off.
+    if params.device.type == "cpu" and not bool((params[:, 0] > 0.5).any()):
+        return images.clone()  # every coin said no (checked only where that needs no device synchronisation)
     threshold = (torch.floor(params[:, 1]) - 0.5) / 255.0
     threshold = torch.where(params[:, 0] > 0.5, threshold, torch.full_like(threshold, 2.0)).view(-1, 1, 1, 1)
     return torch.where(images >= threshold, 1 - images, images)
@@ -273,8 +275,8 @@ def invert(images: torch.Tensor, params: torch.Tensor | None = None) -> torch.Te
 
 def autocontrast(images: torch.Tensor, cutoffs: torch.Tensor) -> torch.Tensor:
     """PIL's ``ImageOps.autocontrast`` per channel, ignoring ``cutoffs`` ``[n, 1]`` percent at each end."""
-    levels = _to_levels(images)
-    counts = _channel_histograms(levels)
+    levels = _channel_levels(images)
+    counts = _channel_histograms(levels, images.shape[0], images.shape[1])
     total = counts.sum(dim=-1, keepdim=True)
     cut = (total * cutoffs.view(-1, 1, 1).round().long()) // 100
     cumulative = counts.cumsum(dim=-1)
@@ -291,13 +293,13 @@ def autocontrast(images: torch.Tensor, cutoffs: torch.Tensor) -> torch.Tensor:
     offset = torch.where(stretch, -low.to(table_dtype) * scale, torch.zeros_like(scale))
     levels_axis = torch.arange(256, device=images.device, dtype=table_dtype)
     tables = torch.clamp(torch.trunc(levels_axis * scale + offset), 0, 255)
-    return _apply_lookup(levels, tables, images.dtype)
+    return _apply_lookup(levels, tables, images)
 
 
 def equalize(images: torch.Tensor, params: torch.Tensor | None = None) -> torch.Tensor:
     """PIL's ``ImageOps.equalize`` per channel (histogram equalisation of the 256 levels)."""
-    levels = _to_levels(images)
-    counts = _channel_histograms(levels)
+    levels = _channel_levels(images)
+    counts = _channel_histograms(levels, images.shape[0], images.shape[1])
     total = counts.sum(dim=-1, keepdim=True)
     levels_axis = torch.arange(256, device=images.device)
     last_present = torch.where(counts > 0, levels_axis, torch.zeros_like(levels_axis)).amax(dim=-1, keepdim=True)
@@ -307,7 +309,7 @@ def equalize(images: torch.Tensor, params: torch.Tensor | None = None) -> torch.
     tables = torch.clamp((exclusive + step // 2) // safe_step, 0, 255)
     # PIL leaves a channel alone when it has a single level (step 0).
     tables = torch.where(step > 0, tables, levels_axis.expand_as(tables))
-    return _apply_lookup(levels, tables, images.dtype)
+    return _apply_lookup(levels, tables, images)
 
 
 def _rotate_op(images: torch.Tensor, angles: torch.Tensor) -> torch.Tensor:
@@ -458,49 +460,75 @@ def sample_augmentation_plan(
 
 
 def apply_augmentation_plan(
-    images: torch.Tensor, plan: AugmentationPlan, *, inplace: bool = False, **extra: torch.Tensor
+    images: torch.Tensor,
+    plan: AugmentationPlan,
+    *,
+    inplace: bool = False,
+    rows: Sequence[int] | None = None,
+    **extra: torch.Tensor,
 ) -> torch.Tensor:
     """Apply ``plan`` to ``images`` ``[B, 3, H, W]`` (the input is never modified).
 
-    Each (step, operation) pair runs once, on the contiguous block of images
-    that chose it: before each step the batch is reordered by operation
-    (one ``index_select``), the blocks' results are concatenated, and the
-    original order is restored at the end. That is at most
-    ``K * len(operations)`` batched calls whatever the batch size, and only
-    cheap gathers in between (``index_copy_`` is several times slower on a CPU).
+    With ``rows`` (``B`` ints), the plan applies to ``images[rows]`` (e.g. textures
+    picked from a bank, repeats allowed) without copying them out first.
+
+    Each (step, operation) pair runs once, on the sub-batch of images that
+    chose it. The batch is never reassembled between steps: each image is
+    tracked as a row of the result that last produced it, so a sub-batch is a
+    view when its images sit in consecutive rows of one result (always so for a
+    single image) and one concatenation of just those rows otherwise; one
+    ``torch.cat`` puts the batch back in order at the end. That is at most
+    ``K * len(operations)`` batched calls whatever the batch size, and about
+    one copy of the batch on top of the operations themselves (``index_copy_``
+    into a preallocated batch is several times slower on a CPU).
     ``extra`` tensors ``[B, ...]`` are passed, in the matching order, to the
     operations that list their name in ``keywords`` (e.g. ``region`` for
     :func:`adjust_contrast`). ``inplace`` is accepted for compatibility and ignored.
     """
-    if plan.choices.shape[0] != images.shape[0]:
-        raise ValueError(f"the plan is for {plan.choices.shape[0]} images but images has {images.shape[0]}.")
+    batch = images.shape[0] if rows is None else len(rows)
+    if plan.choices.shape[0] != batch:
+        raise ValueError(f"the plan is for {plan.choices.shape[0]} images but images has {batch}" + (" rows." if rows is not None else "."))
     device = images.device
-    # Row r of `current` holds original image rows[r]; all bookkeeping is on the CPU (no syncs).
-    rows = torch.arange(images.shape[0])
-    current = images
+    # All bookkeeping is on the CPU with Python ints (no device syncs, no tensor work per image):
+    # image `row` is row location[row][1] of tensor location[row][0].
+    choices = plan.choices.tolist()
+    location: list[tuple[torch.Tensor, int]] = [(images, row) for row in (range(batch) if rows is None else rows)]
     for step in range(plan.choices.shape[1]):
-        chosen = plan.choices[rows, step]
-        order = torch.argsort(chosen, stable=True)
-        if not torch.equal(order, torch.arange(len(order))):
-            current = current.index_select(0, order.to(device))
-            rows, chosen = rows[order], chosen[order]
-        counts = torch.bincount(chosen, minlength=len(plan.operations)).tolist()
-        pieces, start = [], 0
-        for op_index, count in enumerate(counts):
-            if count == 0:
-                continue
+        groups: dict[int, list[int]] = {}
+        for row in range(batch):
+            groups.setdefault(choices[row][step], []).append(row)
+        for op_index, group_rows in groups.items():
             operation = plan.operations[op_index]
-            block_rows = rows[start : start + count]
-            params = plan.params[op_index].index_select(0, block_rows.to(plan.params[op_index].device)).to(device, images.dtype)
-            kwargs = {
-                name: value.index_select(0, block_rows.to(value.device)) for name, value in extra.items() if name in operation.keywords
-            }
-            pieces.append(operation.apply(current[start : start + count], params, **kwargs))
-            start += count
-        current = pieces[0] if len(pieces) == 1 else torch.cat(pieces)
-    if not torch.equal(rows, torch.arange(len(rows))):
-        current = current.index_select(0, torch.argsort(rows).to(device))
-    return current
+            first, count = group_rows[0], len(group_rows)
+            block = _gather_rows([location[row] for row in group_rows])
+            if group_rows[-1] - first + 1 == count:  # consecutive images: slices of the per-image tensors
+                picked = {"params": plan.params[op_index][first : first + count]}
+                picked.update({name: value[first : first + count] for name, value in extra.items() if name in operation.keywords})
+            else:
+                index = torch.tensor(group_rows)
+                picked = {"params": plan.params[op_index].index_select(0, index.to(plan.params[op_index].device))}
+                picked.update(
+                    {name: value.index_select(0, index.to(value.device)) for name, value in extra.items() if name in operation.keywords}
+                )
+            params = picked.pop("params").to(device, images.dtype)
+            result = operation.apply(block, params, **picked)
+            for position, row in enumerate(group_rows):
+                location[row] = (result, position)
+    return _gather_rows(location)
+
+
+def _gather_rows(locations: Sequence[tuple[torch.Tensor, int]]) -> torch.Tensor:
+    """Stack rows given as (tensor, row) pairs: a view when they are consecutive rows of one tensor, else one ``cat``."""
+    pieces: list[torch.Tensor] = []
+    index = 0
+    while index < len(locations):
+        tensor, start = locations[index]
+        end = index + 1
+        while end < len(locations) and locations[end][0] is tensor and locations[end][1] == start + end - index:
+            end += 1
+        pieces.append(tensor[start : start + end - index])
+        index = end
+    return pieces[0] if len(pieces) == 1 else torch.cat(pieces)
 
 
 def random_augment(

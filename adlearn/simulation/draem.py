@@ -55,12 +55,12 @@ def choose_anomalous(
 def blend_in(images: torch.Tensor, sources: torch.Tensor, masks: torch.Tensor, opacity: torch.Tensor) -> torch.Tensor:
     """``(1 - opacity) * image + opacity * source`` inside ``masks``, the image untouched outside.
 
-    Computed as ``image + (mask * opacity) * (source - image)``: where the mask is 0
-    the image gains an exact zero, so every pixel outside the mask stays
+    Computed with ``torch.lerp`` (one fused pass): where the weight ``mask * opacity``
+    is 0 it returns the image exactly, so every pixel outside the mask stays
     bit-for-bit equal to the input ("changed pixels lie in the mask" holds exactly).
     """
     weight = masks * opacity.view(-1, 1, 1, 1).to(images.dtype)  # [B, 1, H, W], a third of the image's size
-    return torch.sub(sources, images).mul_(weight).add_(images).clamp_(0, 1)
+    return torch.lerp(images, sources, weight).clamp_(0, 1)
 
 
 class DraemSynthesizer:
@@ -161,15 +161,20 @@ class DraemSynthesizer:
             device=device,
         )
         plan = sample_augmentation_plan(count, self.augmentations, self.augmentations_per_sample, generator)
-        member_sources = apply_augmentation_plan(self.textures.gather(texture_indices, (height, width), device, dtype), plan)
+        bank = self.textures.as_is((height, width), device, dtype)
+        if bank is not None and texture_indices.device.type == "cpu" and self.augmentations_per_sample > 0:
+            # Augment the bank's rows directly instead of copying them out first (no operation modifies its input).
+            member_sources = apply_augmentation_plan(bank, plan, rows=texture_indices.tolist())
+        else:
+            member_sources = apply_augmentation_plan(self.textures.gather(texture_indices, (height, width), device, dtype), plan)
         member_masks = member_masks.to(dtype)
         member_opacity = betas.to(device, dtype)
-        # Blend only the samples that get an anomaly; the others are copies of the input.
-        blended = blend_in(images.index_select(0, split.members_device), member_sources, member_masks, member_opacity)
-        others = images.index_select(0, split.others_device)
-        augmented = split.merge(blended, others)
-        sources = split.merge(member_sources, others) if self.keep_sources else None
+        # Blend only the samples that get an anomaly; the others are copied from the input
+        # by the one concatenation that assembles the batch.
+        blended = blend_in(split.select_members(images), member_sources, member_masks, member_opacity)
+        augmented = split.merge_over(blended, images)
+        sources = split.merge_over(member_sources, images) if self.keep_sources else None
         masks = split.merge(member_masks, member_masks.new_zeros(batch - count, 1, height, width))
         opacity = split.merge(member_opacity, member_opacity.new_zeros(batch - count))
-        labels = masks.flatten(1).amax(dim=1)
+        labels = split.merge(member_masks.flatten(1).amax(dim=1), member_opacity.new_zeros(batch - count))
         return SyntheticBatch(images=augmented, masks=masks, labels=labels, sources=sources, opacity=opacity)
