@@ -20,11 +20,14 @@ from adlearn.data.builtin import (
     builtin_dataset_root,
 )
 from adlearn.data.download import ChecksumError, download_file, extract_archive
+from adlearn.data.mnist import DigitDataset, OneClassSplit, load_digits, one_class_split
 from adlearn.data.mvtec import MVTEC_CATEGORIES, MVTecAD, download_mvtec, list_categories
 from adlearn.data.paths import default_data_root
 from adlearn.data.textures import download_dtd, load_texture_images
 
 __all__ = [
+    "DigitDataset",
+    "OneClassSplit",
     "BUILTIN_CATEGORIES",
     "BUILTIN_DEFECTS",
     "ChecksumError",
@@ -38,5 +41,7 @@ __all__ = [
     "download_mvtec",
     "extract_archive",
     "list_categories",
+    "load_digits",
     "load_texture_images",
+    "one_class_split",
 ]

@@ -1,5 +1,11 @@
-"""The methods of the book, each following the Detector contract (:mod:`adlearn.methods.base`)."""
+"""The methods of the book, each following the Detector contract (:mod:`adlearn.methods.base`).
 
+``METHODS`` maps the command-line name of each method to its class.
+"""
+
+from adlearn.methods.anogan import AnoGAN
 from adlearn.methods.base import Detector, Prediction, check_images
 
-__all__ = ["Detector", "Prediction", "check_images"]
+METHODS: dict[str, type[Detector]] = {"anogan": AnoGAN}
+
+__all__ = ["METHODS", "AnoGAN", "Detector", "Prediction", "check_images"]
