@@ -5,7 +5,8 @@
 
 from adlearn.methods.anogan import AnoGAN
 from adlearn.methods.base import Detector, Prediction, check_images
+from adlearn.methods.draem import DRAEM
 
-METHODS: dict[str, type[Detector]] = {"anogan": AnoGAN}
+METHODS: dict[str, type[Detector]] = {"anogan": AnoGAN, "draem": DRAEM}
 
-__all__ = ["METHODS", "AnoGAN", "Detector", "Prediction", "check_images"]
+__all__ = ["METHODS", "AnoGAN", "DRAEM", "Detector", "Prediction", "check_images"]

@@ -1,0 +1,308 @@
+"""DRÆM benchmarks: accuracy per category, training throughput with synthesis, inference latency.
+
+Accuracy (train + evaluate each category of a profile's data set)::
+
+    python benchmarks/bench_draem.py accuracy --profile book --threads 2
+    python benchmarks/bench_draem.py accuracy --profile book --categories grass --set steps=800 --set lr=2e-3
+
+Speed (training images per second at 256x256 including anomaly synthesis, the
+batched on-device synthesis of adlearn against the original design: per-sample
+imgaug synthesis in DataLoader workers; and inference latency per image)::
+
+    python benchmarks/bench_draem.py speed --threads 2 --workers 2
+
+Results are printed as a Markdown table and, with ``--json PATH``, written as JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+
+def _parse_value(text: str) -> Any:
+    """``--set key=value``: JSON when it parses (numbers, true/false/null, lists), else the string."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
+
+
+def _overrides(pairs: list[str]) -> dict[str, Any]:
+    result = {}
+    for pair in pairs:
+        if "=" not in pair:
+            raise SystemExit(f"--set expects key=value, got {pair!r}.")
+        key, value = pair.split("=", 1)
+        result[key] = _parse_value(value)
+    return result
+
+
+def _machine(threads: int) -> str:
+    device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
+    return f"{platform.processor() or platform.machine()}, {threads} CPU thread(s), {device}, torch {torch.__version__}"
+
+
+# --------------------------------------------------------------------------- accuracy
+
+
+def run_accuracy(args: argparse.Namespace) -> dict[str, Any]:
+    from adlearn.data import MVTecAD, builtin_dataset_root
+    from adlearn.methods.draem import DRAEM
+    from adlearn.metrics import evaluate
+    from adlearn.profiles import profile_settings
+
+    settings = profile_settings(args.profile)
+    overrides = _overrides(args.set)
+    image_size = int(overrides.get("image_size", settings.image_size))
+    if settings.dataset == "builtin":
+        root = builtin_dataset_root()
+    else:
+        root = Path(args.data_root or os.environ.get("ADLEARN_MVTEC_ROOT", "data/mvtec_anomaly_detection"))
+    categories = args.categories or list(settings.categories)
+    rows = []
+    for category in categories:
+        train = MVTecAD(root, category, "train", image_size=image_size)
+        test = MVTecAD(root, category, "test", image_size=settings.image_size if args.eval_size is None else args.eval_size)
+        detector = DRAEM.from_profile(args.profile, **overrides)
+        start = time.perf_counter()
+        detector.fit(train, device=args.device, progress=args.progress)
+        train_seconds = time.perf_counter() - start
+        start = time.perf_counter()
+        metrics = evaluate(detector, test)
+        eval_seconds = time.perf_counter() - start
+        if args.save_dir:
+            detector.save(Path(args.save_dir) / f"draem_{args.profile}_{category}.pt")
+        final = detector.history.to_frame().tail(20).mean()
+        row = {
+            "category": category,
+            **{k: round(float(v), 4) for k, v in metrics.items()},
+            "train_s": round(train_seconds, 1),
+            "eval_s": round(eval_seconds, 1),
+            "steps": len(detector.history),
+            "final_focal": round(float(final.get("focal", float("nan"))), 4),
+            "final_l2": round(float(final.get("l2", float("nan"))), 4),
+        }
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+    header = "| category | image AUROC | pixel AUROC | AUPRO | pixel AP | train s |"
+    print(f"\nDRAEM, profile {args.profile}, overrides {overrides}, {_machine(torch.get_num_threads())}\n")
+    print(header)
+    print("|---|---|---|---|---|---|")
+    for row in rows:
+        print(f"| {row['category']} | {row['image_auroc']:.3f} | {row['pixel_auroc']:.3f} | {row['aupro']:.3f} | "
+              f"{row['pixel_ap']:.3f} | {row['train_s']:.0f} |")
+    return {"profile": args.profile, "overrides": overrides, "machine": _machine(torch.get_num_threads()), "rows": rows}
+
+
+# --------------------------------------------------------------------------- speed
+
+
+class OriginalDesignDataset(Dataset):
+    """The reference code's training data path: read files, rotate, synthesise one sample at a time.
+
+    Per item (as ``MVTecDRAEMTrainDataset.__getitem__``): read a training image
+    and a texture file with OpenCV and resize them, rotate the image by up to
+    90 degrees with probability 0.3 (imgaug), then run the per-sample imgaug
+    anomaly simulator (:func:`adlearn.simulation.reference.draem_reference`).
+    """
+
+    def __init__(self, image_paths: list[Path], texture_paths: list[Path], size: int, length: int) -> None:
+        self.image_paths = image_paths
+        self.texture_paths = texture_paths
+        self.size = size
+        self.length = length
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        from adlearn.compat import import_imgaug
+        from adlearn.simulation.reference import draem_reference
+
+        iaa = import_imgaug()
+        rng = np.random.default_rng([index, os.getpid()])
+        image = cv2.resize(cv2.imread(str(self.image_paths[rng.integers(len(self.image_paths))])), (self.size, self.size))
+        if rng.random() > 0.7:
+            image = iaa.Affine(rotate=(-90, 90), seed=int(rng.integers(2**31 - 1)))(image=image)
+        texture = cv2.resize(cv2.imread(str(self.texture_paths[rng.integers(len(self.texture_paths))])), (self.size, self.size))
+        sample = draem_reference(image[..., ::-1].astype(np.float32) / 255.0, texture[..., ::-1].copy(), rng)
+        return {
+            "image": torch.from_numpy(image[..., ::-1].astype(np.float32) / 255.0).permute(2, 0, 1),
+            "augmented_image": torch.from_numpy(sample.image).permute(2, 0, 1),
+            "anomaly_mask": torch.from_numpy(sample.mask)[None],
+        }
+
+
+def _write_texture_files(folder: Path, count: int, size: int) -> list[Path]:
+    from adlearn.data.textures import load_texture_images
+
+    textures = load_texture_images(image_size=size, count=count, dtype=torch.uint8, verbose=False)
+    paths = []
+    for index, texture in enumerate(textures):
+        path = folder / f"texture_{index:03d}.jpg"
+        cv2.imwrite(str(path), texture.permute(1, 2, 0).numpy()[..., ::-1])
+        paths.append(path)
+    return paths
+
+
+def _time_loop(step, warmup: int, repeats: int, device: torch.device) -> float:
+    """Seconds per call of ``step`` (after ``warmup`` calls), synchronising CUDA."""
+    for _ in range(warmup):
+        step()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    start = time.perf_counter()
+    for _ in range(repeats):
+        step()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return (time.perf_counter() - start) / repeats
+
+
+def run_speed(args: argparse.Namespace) -> dict[str, Any]:
+    from adlearn.data import MVTecAD, builtin_dataset_root
+    from adlearn.data.textures import load_texture_images
+    from adlearn.methods.draem import DRAEM
+    from adlearn.simulation import DraemSynthesizer
+
+    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    size, batch_size = args.size, 8
+    root = builtin_dataset_root()
+    image_paths = [Path(p) for p in MVTecAD(root, "grass", "train", image_size=size).paths]
+    results: dict[str, Any] = {"machine": _machine(torch.get_num_threads()), "device": str(device), "size": size}
+
+    # 1. synthesis alone: batched on the device vs. the original per-sample design in workers
+    train = MVTecAD(root, "grass", "train", image_size=size)
+    images = torch.stack([train[i]["image"] for i in range(len(train))]).to(device)
+    synthesizer = DraemSynthesizer(load_texture_images(image_size=size, count=48, dtype=torch.uint8, verbose=False))
+    generator = torch.Generator().manual_seed(0)
+    order = torch.Generator().manual_seed(1)
+
+    def batched_synthesis() -> Any:
+        batch = images[torch.randint(len(images), (batch_size,), generator=order).to(device)]
+        return synthesizer(batch, generator)
+
+    seconds = _time_loop(batched_synthesis, 2, args.repeats, device)
+    results["synthesis_batched_images_per_s"] = batch_size / seconds
+
+    with tempfile.TemporaryDirectory() as folder:
+        texture_paths = _write_texture_files(Path(folder), 48, size)
+        dataset = OriginalDesignDataset(image_paths, texture_paths, size, length=batch_size * (args.repeats + 2))
+        loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=args.workers,
+                            persistent_workers=False, pin_memory=device.type == "cuda")
+        start = None
+        for index, batch in enumerate(loader):
+            if index == 2:  # workers started, first batches out
+                start = time.perf_counter()
+            batch["augmented_image"].to(device)
+        results["synthesis_original_images_per_s"] = batch_size * args.repeats / (time.perf_counter() - start)
+
+        # 2. training steps (synthesis + forward + backward + Adam) at the chosen widths, timed after a warm-up
+        warmup, timed = 2, args.train_steps
+        detector = DRAEM(image_size=size, reconstructive_width=args.reconstructive_width,
+                         discriminative_width=args.discriminative_width, steps=warmup + timed, batch_size=batch_size)
+        stamps: list[float] = []
+
+        def stamp(step: int, history: Any) -> None:
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            stamps.append(time.perf_counter())
+
+        detector.fit(images, device=device, progress=False, synthesizer=synthesizer, callback=stamp, callback_every=1)
+        results["train_batched_images_per_s"] = batch_size * timed / (stamps[-1] - stamps[warmup - 1])
+
+        # the same networks and losses fed by the original data path (DataLoader workers, per-sample synthesis)
+        from adlearn.nn import SSIMLoss, focal_loss
+
+        reconstructive = detector.reconstructive_net.to(device).train()
+        discriminative = detector.discriminative_net.to(device).train()
+        optimizer = torch.optim.Adam(list(reconstructive.parameters()) + list(discriminative.parameters()), lr=1e-4)
+        ssim_loss = SSIMLoss()
+        dataset = OriginalDesignDataset(image_paths, texture_paths, size, length=batch_size * (warmup + timed))
+        loader = DataLoader(dataset, batch_size=batch_size, num_workers=args.workers, pin_memory=device.type == "cuda")
+        start = None
+        for index, batch in enumerate(loader):
+            if index == warmup:
+                if device.type == "cuda":
+                    torch.cuda.synchronize()
+                start = time.perf_counter()
+            clean = batch["image"].to(device, non_blocking=True)
+            augmented = batch["augmented_image"].to(device, non_blocking=True)
+            mask = batch["anomaly_mask"].to(device, non_blocking=True)
+            with torch.autocast("cuda", dtype=torch.float16, enabled=device.type == "cuda"):
+                reconstruction = reconstructive(augmented)
+                logits = discriminative(torch.cat((reconstruction, augmented), dim=1))
+            reconstruction = reconstruction.float()
+            loss = torch.nn.functional.mse_loss(reconstruction, clean) + ssim_loss(reconstruction, clean) + focal_loss(logits, mask)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            float(loss)  # the reference loop logs the losses, which waits for the step
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        results["train_original_images_per_s"] = batch_size * timed / (time.perf_counter() - start)
+        results["train_widths"] = [args.reconstructive_width, args.discriminative_width]
+
+    # 3. inference latency per image (batch of one) at the paper's widths
+    paper = DRAEM(image_size=size).to(device)
+    image = images[:1].to(device)
+    seconds = _time_loop(lambda: paper.predict(image), 1, args.latency_repeats, device)
+    results["latency_ms_per_image_paper_widths"] = 1000 * seconds
+
+    print(f"\nDRAEM speed, {results['machine']}, device {device}, {size}x{size}, batch {batch_size}\n")
+    print(f"synthesis only, batched on {device}:                 {results['synthesis_batched_images_per_s']:.1f} images/s")
+    print(f"synthesis only, original (per sample, {args.workers} workers):  {results['synthesis_original_images_per_s']:.1f} images/s")
+    print(f"training incl. synthesis, batched (widths {args.reconstructive_width}/{args.discriminative_width}): "
+          f"{results['train_batched_images_per_s']:.2f} images/s")
+    print(f"training incl. synthesis, original design:            {results['train_original_images_per_s']:.2f} images/s")
+    print(f"inference latency, paper widths, batch 1:             {results['latency_ms_per_image_paper_widths']:.0f} ms/image")
+    return results
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="mode", required=True)
+    accuracy = sub.add_parser("accuracy", help="train and evaluate per category")
+    accuracy.add_argument("--profile", default="book")
+    accuracy.add_argument("--categories", nargs="*")
+    accuracy.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a hyper-parameter")
+    accuracy.add_argument("--eval-size", type=int, default=None, help="test image size (default: the profile's)")
+    accuracy.add_argument("--data-root", default=None, help="MVTec AD root for the paper profile")
+    accuracy.add_argument("--progress", action="store_true")
+    accuracy.add_argument("--save-dir", default=None, help="save each trained detector here")
+    speed = sub.add_parser("speed", help="training throughput and inference latency")
+    speed.add_argument("--size", type=int, default=256)
+    speed.add_argument("--workers", type=int, default=2, help="DataLoader workers of the original design")
+    speed.add_argument("--repeats", type=int, default=10, help="batches timed for synthesis alone")
+    speed.add_argument("--train-steps", type=int, default=3, help="training steps timed per design")
+    speed.add_argument("--reconstructive-width", type=int, default=16)
+    speed.add_argument("--discriminative-width", type=int, default=16)
+    speed.add_argument("--latency-repeats", type=int, default=3)
+    for sub_parser in (accuracy, speed):
+        sub_parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+        sub_parser.add_argument("--device", default=None)
+        sub_parser.add_argument("--json", default=None, help="also write the results here")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    results = run_accuracy(args) if args.mode == "accuracy" else run_speed(args)
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(results, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
