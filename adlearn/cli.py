@@ -32,6 +32,10 @@ def _method_class(name: str):
     key = name.lower()
     if key not in METHODS:
         raise SystemExit(f"unknown method {name!r}; available: {', '.join(sorted(METHODS))}")
+    if METHODS[key].INPUT_CHANNELS != 3:
+        # AnoGAN learns one-channel digits, not MVTec-layout images; its chapter and
+        # benchmarks/bench_anogan.py drive it on the one-class digit protocol.
+        raise SystemExit(f"{name!r} is not trained on MVTec-layout images; see its chapter or benchmarks/bench_anogan.py.")
     return METHODS[key]
 
 

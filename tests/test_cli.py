@@ -28,3 +28,24 @@ def test_bad_arguments_exit_with_usage():
 def test_module_entry_point_runs():
     result = subprocess.run([sys.executable, "-m", "adlearn", "profiles"], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0 and "paper" in result.stdout
+
+
+def test_fit_then_evaluate_draem_on_the_builtin_data(builtin_root, tmp_path, capsys):
+    model = tmp_path / "draem.pt"
+    assert main(["fit", "draem", "--category", "brick", "--profile", "quick", "--root", str(builtin_root),
+                 "--out", str(model)]) == 0
+    assert model.is_file()
+    capsys.readouterr()
+    assert main(["evaluate", "draem", str(model), "--category", "brick", "--profile", "quick",
+                 "--root", str(builtin_root)]) == 0
+    import json
+    results = json.loads(capsys.readouterr().out)
+    for key in ("image_auroc", "pixel_auroc", "aupro", "image_f1_max"):
+        assert 0.0 <= results[key] <= 1.0
+
+
+def test_digit_methods_are_refused_with_a_pointer():
+    with pytest.raises(SystemExit, match="not trained on MVTec-layout images"):
+        main(["fit", "anogan", "--category", "7", "--out", "x.pt"])
+    with pytest.raises(SystemExit, match="unknown method 'patchcore'"):
+        main(["fit", "patchcore", "--category", "brick", "--out", "x.pt"])
