@@ -25,6 +25,7 @@ from typing import Any, ClassVar, Mapping, TypeVar
 import torch
 
 from adlearn.profiles import resolve_hparams
+from adlearn.simulation._validation import check_unit_images
 
 D = TypeVar("D", bound="Detector")
 
@@ -56,25 +57,14 @@ class Prediction:
 def check_images(images: Any, channels: int, name: str = "images") -> torch.Tensor:
     """Validate a batch for ``predict``: a float tensor ``[B, channels, H, W]`` with values in ``[0, 1]``.
 
+    The same check guards the anomaly simulators; it lives once, in
+    :func:`adlearn.simulation._validation.check_unit_images`.
+
     Raises:
         TypeError: not a tensor, or not floating point (e.g. ``uint8``).
         ValueError: wrong number of dimensions or channels, empty, or values outside ``[0, 1]``.
     """
-    if not isinstance(images, torch.Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor [B, {channels}, H, W], got {type(images).__name__}.")
-    if not images.is_floating_point():
-        raise TypeError(
-            f"{name} must be a float tensor with values in [0, 1], got dtype {images.dtype}; "
-            "divide uint8 images by 255."
-        )
-    if images.ndim != 4 or images.shape[1] != channels:
-        raise ValueError(f"{name} must have shape [B, {channels}, H, W], got {tuple(images.shape)}.")
-    if images.shape[0] == 0:
-        raise ValueError(f"{name} is an empty batch (B = 0).")
-    low, high = float(images.min()), float(images.max())
-    if low < -1e-6 or high > 1 + 1e-6:
-        raise ValueError(f"{name} must have values in [0, 1], got range [{low:.3g}, {high:.3g}].")
-    return images
+    return check_unit_images(images, name, channels=channels)
 
 
 class Detector(abc.ABC):
