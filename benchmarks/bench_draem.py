@@ -256,11 +256,14 @@ def run_speed(args: argparse.Namespace) -> dict[str, Any]:
         results["train_original_images_per_s"] = batch_size * timed / (time.perf_counter() - start)
         results["train_widths"] = [args.reconstructive_width, args.discriminative_width]
 
-    # 3. inference latency per image (batch of one) at the paper's widths
-    paper = DRAEM(image_size=size).to(device)
+    # 3. inference latency per image (batch of one) at the paper's widths and at the book profile's
     image = images[:1].to(device)
-    seconds = _time_loop(lambda: paper.predict(image), 1, args.latency_repeats, device)
-    results["latency_ms_per_image_paper_widths"] = 1000 * seconds
+    book = DRAEM.PROFILES["book"]
+    for name, widths in (("paper", (128, 64)), ("book", (book["reconstructive_width"], book["discriminative_width"]))):
+        model = DRAEM(image_size=size, reconstructive_width=widths[0], discriminative_width=widths[1]).to(device)
+        seconds = _time_loop(lambda: model.predict(image), 1, args.latency_repeats, device)
+        results[f"latency_ms_per_image_{name}_widths"] = 1000 * seconds
+        results[f"latency_{name}_widths"] = list(widths)
 
     print(f"\nDRAEM speed, {results['machine']}, device {device}, {size}x{size}, batch {batch_size}\n")
     print(f"synthesis only, batched on {device}:                 {results['synthesis_batched_images_per_s']:.1f} images/s")
@@ -268,7 +271,9 @@ def run_speed(args: argparse.Namespace) -> dict[str, Any]:
     print(f"training incl. synthesis, batched (widths {args.reconstructive_width}/{args.discriminative_width}): "
           f"{results['train_batched_images_per_s']:.2f} images/s")
     print(f"training incl. synthesis, original design:            {results['train_original_images_per_s']:.2f} images/s")
-    print(f"inference latency, paper widths, batch 1:             {results['latency_ms_per_image_paper_widths']:.0f} ms/image")
+    for name in ("paper", "book"):
+        widths = "/".join(map(str, results[f"latency_{name}_widths"]))
+        print(f"inference latency, {name} widths {widths}, batch 1:       {results[f'latency_ms_per_image_{name}_widths']:.1f} ms/image")
     return results
 
 

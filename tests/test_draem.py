@@ -15,6 +15,7 @@ from adlearn.methods.draem import (
     anomaly_map_from_logits,
     image_score_from_map,
     init_draem_weights,
+    random_crops,
     rotate_some,
 )
 from adlearn.nn import SSPCAB
@@ -126,6 +127,45 @@ def test_rotate_some_rotates_only_the_chosen_share():
     partly = rotate_some(images, 0.5, 90.0, torch.Generator().manual_seed(0))
     unchanged = [torch.equal(partly[i], images[i]) for i in range(6)]
     assert 0 < sum(unchanged) < 6  # untouched images come back bit for bit
+
+
+def test_random_crops_cut_the_same_window_from_every_tensor():
+    images = torch.arange(2 * 3 * 8 * 8, dtype=torch.float32).reshape(2, 3, 8, 8)
+    masks = images[:, :1] * 10
+    crop_images, crop_masks = random_crops((images, masks), 4, torch.Generator().manual_seed(0))
+    assert crop_images.shape == (2, 3, 4, 4) and crop_masks.shape == (2, 1, 4, 4)
+    for sample in range(2):
+        # find the window by its top-left value, then compare with plain slicing
+        top, left = divmod(int(crop_images[sample, 0, 0, 0].item()) - sample * 192, 8)
+        torch.testing.assert_close(crop_images[sample], images[sample, :, top:top + 4, left:left + 4])
+        torch.testing.assert_close(crop_masks[sample], masks[sample, :, top:top + 4, left:left + 4])
+    # same seed, same windows; a full-size window is the input itself
+    again, _ = random_crops((images, masks), 4, torch.Generator().manual_seed(0))
+    torch.testing.assert_close(again, crop_images)
+    assert random_crops((images,), 8, torch.Generator())[0] is images
+    with pytest.raises(ValueError, match="larger than the training images"):
+        random_crops((images,), 16, torch.Generator())
+
+
+def test_train_crop_trains_on_windows_and_predicts_whole_images(grass):
+    train, test = grass
+    shapes = []
+    detector = DRAEM.from_profile("quick", **TINY, steps=2, train_crop=32)
+    original_forward = detector.discriminative_net.forward
+
+    def spy(joined):
+        shapes.append(tuple(joined.shape))
+        return original_forward(joined)
+
+    detector.discriminative_net.forward = spy
+    detector.fit(train, progress=False)
+    assert shapes == [(4, 6, 32, 32)] * 2
+    prediction = detector.predict(torch.stack([test[i]["image"] for i in range(2)]))
+    assert prediction.maps.shape == (2, 1, 64, 64)
+    with pytest.raises(ValueError, match="train_crop must be None or a multiple of 32"):
+        DRAEM(image_size=64, train_crop=48)
+    with pytest.raises(ValueError, match="train_crop must be None or a multiple of 32"):
+        DRAEM(image_size=64, train_crop=128)
 
 
 # ----------------------------------------------------------------------------- the detector
@@ -258,3 +298,14 @@ def test_synthesizer_uses_the_textures_at_the_detector_size():
     assert isinstance(synthesizer, DraemSynthesizer)
     assert len(synthesizer.textures) == 6
     assert synthesizer.beta == (0.1, 1.0)  # the paper's opacity range
+    assert synthesizer.keep_sources is False
+
+
+def test_build_synthesizer_options_override_the_synthesis_hyper_parameter():
+    detector = DRAEM.from_profile("quick", **TINY, synthesis={"beta": (0.5, 1.0), "anomaly_probability": 0.8})
+    synthesizer = detector.build_synthesizer(verbose=False, keep_sources=True, beta=(0.2, 0.3))
+    assert synthesizer.beta == (0.2, 0.3) and synthesizer.anomaly_probability == 0.8 and synthesizer.keep_sources
+    batch = synthesizer(torch.rand(4, 3, 64, 64), torch.Generator().manual_seed(0))
+    assert batch.sources is not None and batch.sources.shape == (4, 3, 64, 64)
+    with pytest.raises(TypeError):
+        detector.build_synthesizer(verbose=False, no_such_option=1)

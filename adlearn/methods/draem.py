@@ -268,6 +268,32 @@ def rotate_some(images: torch.Tensor, probability: float, degrees: float, genera
     return images.index_copy(0, chosen, rotated)
 
 
+def random_crops(tensors: tuple[torch.Tensor, ...], size: int, generator: torch.Generator) -> tuple[torch.Tensor, ...]:
+    """One random ``size`` x ``size`` window per sample, the same window in every tensor of ``tensors``.
+
+    All tensors are ``[B, C, H, W]`` with the same ``B``, ``H`` and ``W`` (an
+    image, its clean target and its mask). The windows are gathered in one
+    indexing operation for the whole batch; offsets come from the CPU ``generator``.
+    """
+    batch, _, height, width = tensors[0].shape
+    if size > min(height, width):
+        raise ValueError(f"train_crop {size} is larger than the training images ({height}x{width}).")
+    if size == height and size == width:
+        return tensors
+    device = tensors[0].device
+    top = torch.randint(0, height - size + 1, (batch,), generator=generator).to(device)
+    left = torch.randint(0, width - size + 1, (batch,), generator=generator).to(device)
+    window = torch.arange(size, device=device)
+    rows = (top[:, None] + window)[:, None, :, None]      # [B, 1, size, 1]
+    cols = (left[:, None] + window)[:, None, None, :]     # [B, 1, 1, size]
+    samples = torch.arange(batch, device=device)[:, None, None, None]
+    crops = []
+    for tensor in tensors:
+        channels = torch.arange(tensor.shape[1], device=device)[None, :, None, None]
+        crops.append(tensor[samples, channels, rows, cols])
+    return tuple(crops)
+
+
 # --------------------------------------------------------------------------- scoring
 
 
@@ -322,6 +348,12 @@ class DRAEM(Detector):
         sspcab: put SSPCAB in the reconstructive encoder (see :class:`ReconstructiveEncoder`).
         sspcab_weight: weight ``lambda`` of SSPCAB's loss in the total loss.
         batch_size: training batch size (paper: 8).
+        train_crop: train on one random ``train_crop`` x ``train_crop`` window of every synthetic
+            sample instead of the whole image (``None``, the paper). The networks are fully
+            convolutional, so they still see whole images at test time; on stationary textures a
+            window is as informative as the image at a fraction of the cost, which buys a CPU
+            budget several times more training samples. Cut after synthesis, so anomalies keep
+            their size relative to the image (a window may hold none).
         lr: Adam learning rate for both sub-networks (paper: 1e-4).
         epochs: training length in passes over the training set (paper: 700); used when ``steps`` is ``None``.
         steps: training length in optimiser steps; overrides ``epochs``.
@@ -346,21 +378,25 @@ class DRAEM(Detector):
     PROFILES: ClassVar[dict[str, dict[str, Any]]] = {
         "quick": dict(
             image_size=64, reconstructive_width=4, discriminative_width=4, sspcab=False, sspcab_weight=0.1,
-            batch_size=4, lr=1e-3, epochs=None, steps=12, lr_milestones=(0.8, 0.9), lr_gamma=0.2,
+            batch_size=4, train_crop=None, lr=1e-3, epochs=None, steps=12, lr_milestones=(0.8, 0.9), lr_gamma=0.2,
             ssim_weight=1.0, focal_gamma=2.0, rotation_probability=0.3, rotation_degrees=90.0,
             score_filter_size=21, texture_root=None, texture_count=8,
             synthesis={}, predict_batch_size=16, seed=0,
         ),
+        # book: chosen by runs on the built-in textures on 2 CPU cores (benchmarks/README.md). In a
+        # budget of minutes the reconstruction stays soft at any width, so the width goes where it
+        # pays, into the discriminative net; rotations of 30 % of the images cost more than they
+        # teach in 600 steps; the score filter is the reference 21 scaled from 256 to 128 pixels.
         "book": dict(
-            image_size=128, reconstructive_width=16, discriminative_width=16, sspcab=False, sspcab_weight=0.1,
-            batch_size=8, lr=1e-3, epochs=None, steps=600, lr_milestones=(0.8, 0.9), lr_gamma=0.2,
-            ssim_weight=1.0, focal_gamma=2.0, rotation_probability=0.3, rotation_degrees=90.0,
-            score_filter_size=21, texture_root=None, texture_count=None,
+            image_size=128, reconstructive_width=4, discriminative_width=16, sspcab=False, sspcab_weight=0.1,
+            batch_size=8, train_crop=None, lr=1e-3, epochs=None, steps=600, lr_milestones=(0.8, 0.9), lr_gamma=0.2,
+            ssim_weight=1.0, focal_gamma=2.0, rotation_probability=0.0, rotation_degrees=90.0,
+            score_filter_size=11, texture_root=None, texture_count=None,
             synthesis={}, predict_batch_size=16, seed=0,
         ),
         "paper": dict(
             image_size=256, reconstructive_width=128, discriminative_width=64, sspcab=False, sspcab_weight=0.1,
-            batch_size=8, lr=1e-4, epochs=700, steps=None, lr_milestones=(0.8, 0.9), lr_gamma=0.2,
+            batch_size=8, train_crop=None, lr=1e-4, epochs=700, steps=None, lr_milestones=(0.8, 0.9), lr_gamma=0.2,
             ssim_weight=1.0, focal_gamma=2.0, rotation_probability=0.3, rotation_degrees=90.0,
             score_filter_size=21, texture_root=None, texture_count=None,
             synthesis={}, predict_batch_size=16, seed=0,
@@ -375,6 +411,7 @@ class DRAEM(Detector):
         sspcab: bool = False,
         sspcab_weight: float = 0.1,
         batch_size: int = 8,
+        train_crop: int | None = None,
         lr: float = 1e-4,
         epochs: int | None = 700,
         steps: int | None = None,
@@ -397,6 +434,9 @@ class DRAEM(Detector):
                             ("batch_size", batch_size), ("predict_batch_size", predict_batch_size)):
             if int(value) < 1:
                 raise ValueError(f"{name} must be >= 1, got {value}.")
+        if train_crop is not None and (train_crop < 32 or train_crop % 32 or train_crop > image_size):
+            raise ValueError(f"train_crop must be None or a multiple of 32 between 32 and image_size={image_size}, "
+                             f"got {train_crop}.")
         if steps is None and epochs is None:
             raise ValueError("give the training length as steps or epochs; both are None.")
         if score_filter_size < 1 or score_filter_size % 2 == 0:
@@ -407,7 +447,7 @@ class DRAEM(Detector):
             raise ValueError(f"lr_milestones are fractions of training in (0, 1], got {lr_milestones}.")
         super().__init__(
             image_size=image_size, reconstructive_width=reconstructive_width, discriminative_width=discriminative_width,
-            sspcab=sspcab, sspcab_weight=sspcab_weight, batch_size=batch_size, lr=lr, epochs=epochs, steps=steps,
+            sspcab=sspcab, sspcab_weight=sspcab_weight, batch_size=batch_size, train_crop=train_crop, lr=lr, epochs=epochs, steps=steps,
             lr_milestones=tuple(lr_milestones), lr_gamma=lr_gamma, ssim_weight=ssim_weight, focal_gamma=focal_gamma,
             rotation_probability=rotation_probability, rotation_degrees=rotation_degrees,
             score_filter_size=score_filter_size, texture_root=texture_root, texture_count=texture_count,
@@ -432,8 +472,12 @@ class DRAEM(Detector):
             return int(self.hparams["steps"])
         return int(self.hparams["epochs"]) * math.ceil(num_images / self.hparams["batch_size"])
 
-    def build_synthesizer(self, verbose: bool = True) -> Any:
-        """The anomaly simulator DRÆM trains on: Perlin masks filled with augmented foreign textures."""
+    def build_synthesizer(self, verbose: bool = True, **options: Any) -> Any:
+        """The anomaly simulator DRÆM trains on: Perlin masks filled with augmented foreign textures.
+
+        ``options`` are keyword arguments of :class:`adlearn.simulation.DraemSynthesizer` that take
+        precedence over the ``synthesis`` hyper-parameter (e.g. ``keep_sources=True`` for figures).
+        """
         from adlearn.data.textures import load_texture_images
         from adlearn.simulation import DraemSynthesizer
 
@@ -441,7 +485,7 @@ class DRAEM(Detector):
             self.hparams["texture_root"], image_size=self.hparams["image_size"], count=self.hparams["texture_count"],
             seed=self.hparams["seed"], dtype=torch.uint8, verbose=verbose,
         )
-        return DraemSynthesizer(textures, **self.hparams["synthesis"])
+        return DraemSynthesizer(textures, **{**self.hparams["synthesis"], **options})
 
     def fit(
         self,
@@ -504,15 +548,18 @@ class DRAEM(Detector):
         def step(_: int) -> dict[str, torch.Tensor]:
             clean = rotate_some(next(batches), hp["rotation_probability"], hp["rotation_degrees"], synthesis_generator)
             synthetic = synthesizer(clean, synthesis_generator)
+            corrupted, masks = synthetic.images, synthetic.masks
+            if hp["train_crop"] is not None:
+                corrupted, clean, masks = random_crops((corrupted, clean, masks), hp["train_crop"], synthesis_generator)
             with trainer.autocast():
-                reconstruction, block_loss = self.reconstructive_net.forward_with_sspcab_loss(synthetic.images)
+                reconstruction, block_loss = self.reconstructive_net.forward_with_sspcab_loss(corrupted)
                 # reconstruction first, then the image, as in the reference code; the
                 # reconstruction is not detached, so the focal loss also trains it.
-                logits = self.discriminative_net(torch.cat((reconstruction, synthetic.images), dim=1))
+                logits = self.discriminative_net(torch.cat((reconstruction, corrupted), dim=1))
             reconstruction = reconstruction.float()
             l2 = F.mse_loss(reconstruction, clean)
             structural = ssim_loss(reconstruction, clean)
-            segmentation = focal_loss(logits, synthetic.masks, gamma=hp["focal_gamma"])
+            segmentation = focal_loss(logits, masks, gamma=hp["focal_gamma"])
             loss = l2 + hp["ssim_weight"] * structural + segmentation
             losses = {"loss": loss, "l2": l2, "ssim": structural, "focal": segmentation}
             if block_loss is not None:
