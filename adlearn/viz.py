@@ -416,7 +416,10 @@ def tsne_embedding(features: ArrayLike, *, seed: int = 0, perplexity: float = 30
         raise ValueError("features contains NaN or infinite values.")
     # t-SNE needs perplexity < N; small sets (quick profile) get a smaller one
     perplexity = float(min(perplexity, max(1.0, (array.shape[0] - 1) / 3)))
-    return TSNE(n_components=2, perplexity=perplexity, init="pca", random_state=seed).fit_transform(array)
+    # PCA initialisation divides by the spread of the first component: features that are all
+    # the same (a barely trained network) would give NaNs, which crash scikit-learn's Barnes-Hut code
+    init = "pca" if float(array.std(axis=0).max()) > 1e-8 else "random"
+    return TSNE(n_components=2, perplexity=perplexity, init=init, random_state=seed).fit_transform(array)
 
 
 def plot_tsne(

@@ -260,3 +260,10 @@ def test_tsne_small_sets_and_errors() -> None:
         viz.tsne_embedding(np.zeros((2, 4)))
     with pytest.raises(ValueError, match="labels has 3"):
         viz.plot_tsne(np.zeros((5, 4)), [0, 1, 0])
+
+
+def test_tsne_of_identical_features_does_not_crash() -> None:
+    # a barely trained network can give every pixel the same features; PCA initialisation
+    # would divide by zero and scikit-learn's Barnes-Hut code crashes the process on the NaNs
+    points = viz.tsne_embedding(np.zeros((40, 4), dtype=np.float32))
+    assert points.shape == (40, 2) and np.isfinite(points).all()
