@@ -250,7 +250,7 @@ def run_speed(args: argparse.Namespace) -> dict[str, Any]:
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
-            float(loss)  # the reference loop logs the losses, which waits for the step
+            float(loss.detach())  # the reference loop logs the losses, which waits for the step
         if device.type == "cuda":
             torch.cuda.synchronize()
         results["train_original_images_per_s"] = batch_size * timed / (time.perf_counter() - start)
