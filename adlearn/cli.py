@@ -4,6 +4,7 @@
     python -m adlearn data build                        # generate the built-in data set
     python -m adlearn data download-mvtec --categories bottle carpet
     python -m adlearn fit draem --category brick --profile book --out models/draem_brick.pt
+    python -m adlearn fit draem --category gravel --profile book --set steps=1800 --out models/draem_gravel.pt
     python -m adlearn evaluate draem models/draem_brick.pt --category brick
 """
 
@@ -14,7 +15,7 @@ import json
 import sys
 from pathlib import Path
 
-from adlearn.profiles import PROFILE_NAMES, profile_settings
+from adlearn.profiles import PROFILE_NAMES, parse_overrides, profile_settings
 
 
 def _dataset(category: str, split: str, image_size: int, profile: str, root: str | None):
@@ -59,7 +60,10 @@ def _cmd_data(args: argparse.Namespace) -> int:
 
 def _cmd_fit(args: argparse.Namespace) -> int:
     method = _method_class(args.method)
-    detector = method.from_profile(args.profile)
+    try:
+        detector = method.from_profile(args.profile, **parse_overrides(args.set))
+    except ValueError as error:  # a malformed or unknown override: say so without a traceback
+        raise SystemExit(f"fit {args.method}: {error}") from None
     size = detector.hparams.get("image_size", profile_settings(args.profile).image_size)
     train = _dataset(args.category, "train", size, args.profile, args.root)
     detector.fit(train, device=args.device)
@@ -103,6 +107,8 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "fit":
             sub.add_argument("--out", required=True, help="where to save the trained detector")
             sub.add_argument("--device", default=None)
+            sub.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                             help="override a hyper-parameter of the profile (repeatable; values are JSON)")
         sub.set_defaults(run=handler)
     return parser
 

@@ -108,3 +108,29 @@ def resolve_hparams(
         )
     hparams.update(overrides)
     return hparams
+
+
+def parse_overrides(pairs: list[str] | tuple[str, ...]) -> dict[str, Any]:
+    """Hyper-parameter overrides from command-line ``key=value`` strings.
+
+    A value is read as JSON where it parses (numbers, ``true``/``false``/``null``,
+    lists such as ``[0.8, 0.9]``, objects such as ``{"beta": [0.5, 1.0]}``), and
+    as a plain string otherwise. Whether the keys exist is checked later, by
+    :func:`resolve_hparams`.
+
+    Example:
+        >>> parse_overrides(["steps=1200", "train_crop=64", "texture_root=data/dtd"])
+        {'steps': 1200, 'train_crop': 64, 'texture_root': 'data/dtd'}
+    """
+    import json
+
+    overrides: dict[str, Any] = {}
+    for pair in pairs:
+        key, separator, text = pair.partition("=")
+        if not separator or not key.strip():
+            raise ValueError(f"an override must look like key=value, got {pair!r}.")
+        try:
+            overrides[key.strip()] = json.loads(text)
+        except json.JSONDecodeError:
+            overrides[key.strip()] = text
+    return overrides

@@ -32,24 +32,6 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 
-def _parse_value(text: str) -> Any:
-    """``--set key=value``: JSON when it parses (numbers, true/false/null, lists), else the string."""
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError:
-        return text
-
-
-def _overrides(pairs: list[str]) -> dict[str, Any]:
-    result = {}
-    for pair in pairs:
-        if "=" not in pair:
-            raise SystemExit(f"--set expects key=value, got {pair!r}.")
-        key, value = pair.split("=", 1)
-        result[key] = _parse_value(value)
-    return result
-
-
 def _machine(threads: int) -> str:
     device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
     return f"{platform.processor() or platform.machine()}, {threads} CPU thread(s), {device}, torch {torch.__version__}"
@@ -62,10 +44,10 @@ def run_accuracy(args: argparse.Namespace) -> dict[str, Any]:
     from adlearn.data import MVTecAD, builtin_dataset_root
     from adlearn.methods.draem import DRAEM
     from adlearn.metrics import evaluate
-    from adlearn.profiles import profile_settings
+    from adlearn.profiles import parse_overrides, profile_settings
 
     settings = profile_settings(args.profile)
-    overrides = _overrides(args.set)
+    overrides = parse_overrides(args.set)
     image_size = int(overrides.get("image_size", settings.image_size))
     if settings.dataset == "builtin":
         root = builtin_dataset_root()

@@ -49,3 +49,18 @@ def test_digit_methods_are_refused_with_a_pointer():
         main(["fit", "anogan", "--category", "7", "--out", "x.pt"])
     with pytest.raises(SystemExit, match="unknown method 'patchcore'"):
         main(["fit", "patchcore", "--category", "brick", "--out", "x.pt"])
+
+
+def test_fit_takes_hyper_parameter_overrides(builtin_root, tmp_path, capsys):
+    from adlearn.methods import DRAEM
+
+    model = tmp_path / "draem.pt"
+    assert main(["fit", "draem", "--category", "grass", "--profile", "quick", "--root", str(builtin_root),
+                 "--set", "steps=2", "--set", "lr_milestones=[0.5]", "--out", str(model)]) == 0
+    detector = DRAEM.load(model)
+    assert detector.hparams["steps"] == 2 and tuple(detector.hparams["lr_milestones"]) == (0.5,)
+    assert len(detector.history) == 2
+    with pytest.raises(SystemExit, match="unknown hyper-parameter"):
+        main(["fit", "draem", "--category", "grass", "--profile", "quick", "--set", "stepz=2", "--out", str(model)])
+    with pytest.raises(SystemExit, match="key=value"):
+        main(["fit", "draem", "--category", "grass", "--profile", "quick", "--set", "steps", "--out", str(model)])

@@ -55,3 +55,15 @@ def test_resolve_hparams_rejects_unknown_overrides():
 def test_resolve_hparams_missing_profile():
     with pytest.raises(ValueError, match="no hyper-parameters for profile 'paper'"):
         resolve_hparams({"quick": {}, "book": {}}, "paper", owner="Toy")
+
+
+def test_parse_overrides_reads_json_values_and_keeps_strings():
+    from adlearn.profiles import parse_overrides
+
+    parsed = parse_overrides(["steps=1200", "lr=2e-3", "sspcab=true", "train_crop=null", "lr_milestones=[0.8, 0.9]",
+                              'synthesis={"beta": [0.5, 1.0]}', "texture_root=data/dtd", "name=a=b"])
+    assert parsed == {"steps": 1200, "lr": 2e-3, "sspcab": True, "train_crop": None, "lr_milestones": [0.8, 0.9],
+                      "synthesis": {"beta": [0.5, 1.0]}, "texture_root": "data/dtd", "name": "a=b"}
+    for bad in ("steps", "=3"):
+        with pytest.raises(ValueError, match="key=value"):
+            parse_overrides([bad])
