@@ -66,8 +66,10 @@ def _cmd_fit(args: argparse.Namespace) -> int:
         raise SystemExit(f"fit {args.method}: {error}") from None
     size = detector.hparams.get("image_size", profile_settings(args.profile).image_size)
     train = _dataset(args.category, "train", size, args.profile, args.root)
+    if Path(args.out).exists() and not args.overwrite:  # refuse before training, not after
+        raise SystemExit(f"{args.out} already exists; choose another --out or add --overwrite to replace it.")
     detector.fit(train, device=args.device)
-    print(f"saved {detector.save(args.out)}")
+    print(f"saved {detector.save(args.out, overwrite=args.overwrite)}")
     return 0
 
 
@@ -105,7 +107,8 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_argument("--profile", choices=PROFILE_NAMES, default=None)
         sub.add_argument("--root", default=None, help="MVTec-layout root (default: the profile's data set)")
         if name == "fit":
-            sub.add_argument("--out", required=True, help="where to save the trained detector")
+            sub.add_argument("--out", required=True, help="where to save the trained detector (never replaced)")
+            sub.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
             sub.add_argument("--device", default=None)
             sub.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                              help="override a hyper-parameter of the profile (repeatable; values are JSON)")

@@ -54,6 +54,10 @@ def run_accuracy(args: argparse.Namespace) -> dict[str, Any]:
     else:
         root = Path(args.data_root or os.environ.get("ADLEARN_MVTEC_ROOT", "data/mvtec_anomaly_detection"))
     categories = args.categories or list(settings.categories)
+    save_paths = {c: Path(args.save_dir) / f"draem_{args.profile}_{c}.pt" for c in categories} if args.save_dir else {}
+    taken = [str(path) for path in save_paths.values() if path.exists()]
+    if taken:  # say so before hours of training, not after
+        raise SystemExit(f"--save-dir would replace {', '.join(taken)}; choose another folder or move them.")
     rows = []
     for category in categories:
         train = MVTecAD(root, category, "train", image_size=image_size)
@@ -66,7 +70,7 @@ def run_accuracy(args: argparse.Namespace) -> dict[str, Any]:
         metrics = evaluate(detector, test)
         eval_seconds = time.perf_counter() - start
         if args.save_dir:
-            detector.save(Path(args.save_dir) / f"draem_{args.profile}_{category}.pt")
+            detector.save(save_paths[category])
         final = detector.history.to_frame().tail(20).mean()
         row = {
             "category": category,

@@ -64,3 +64,15 @@ def test_fit_takes_hyper_parameter_overrides(builtin_root, tmp_path, capsys):
         main(["fit", "draem", "--category", "grass", "--profile", "quick", "--set", "stepz=2", "--out", str(model)])
     with pytest.raises(SystemExit, match="key=value"):
         main(["fit", "draem", "--category", "grass", "--profile", "quick", "--set", "steps", "--out", str(model)])
+
+
+def test_fit_refuses_to_replace_an_existing_file_before_training(builtin_root, tmp_path):
+    model = tmp_path / "draem.pt"
+    model.write_bytes(b"keep me")
+    arguments = ["fit", "draem", "--category", "grass", "--profile", "quick", "--root", str(builtin_root),
+                 "--set", "steps=1", "--out", str(model)]
+    with pytest.raises(SystemExit, match="already exists; choose another --out or add --overwrite"):
+        main(arguments)
+    assert model.read_bytes() == b"keep me"
+    assert main(arguments + ["--overwrite"]) == 0
+    assert model.stat().st_size > 1000

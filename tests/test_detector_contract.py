@@ -42,6 +42,20 @@ def test_save_load_round_trip_is_exact(tmp_path):
     torch.testing.assert_close(loaded.predict(images).maps, detector.predict(images).maps, rtol=0, atol=0)
 
 
+def test_save_never_replaces_a_file_unless_asked(tmp_path):
+    detector = MeanImageDetector.from_profile("quick").fit([{"image": torch.rand(3, 8, 8)}])
+    precious = tmp_path / "model.pt"
+    precious.write_bytes(b"a user's file")
+    with pytest.raises(FileExistsError, match="already exists; choose another path or pass overwrite=True"):
+        detector.save(precious)
+    assert precious.read_bytes() == b"a user's file"
+    detector.save(precious, overwrite=True)
+    assert MeanImageDetector.load(precious).hparams == detector.hparams
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.pt"]  # no partial file left behind
+    with pytest.raises(IsADirectoryError, match="is a folder"):
+        detector.save(tmp_path, overwrite=True)
+
+
 def test_load_errors(tmp_path):
     with pytest.raises(FileNotFoundError, match="No saved MeanImageDetector"):
         MeanImageDetector.load(tmp_path / "missing.pt")

@@ -17,6 +17,8 @@ Subclasses set ``PROFILES`` (hyper-parameters per run profile) and
 
 from __future__ import annotations
 
+import os
+
 import abc
 from dataclasses import dataclass
 from pathlib import Path
@@ -100,10 +102,20 @@ class Detector(abc.ABC):
     def _set_state(self, state: dict[str, Any]) -> None:
         """Inverse of :meth:`_get_state`, called on a freshly constructed instance."""
 
-    def save(self, path: str | Path) -> Path:
-        """Write hyper-parameters and trained state to ``path`` (parent folders are created)."""
+    def save(self, path: str | Path, *, overwrite: bool = False) -> Path:
+        """Write hyper-parameters and trained state to ``path`` (parent folders are created).
+
+        An existing file is never replaced unless ``overwrite=True`` (it may be a
+        model that took hours to train). The file is written next to ``path`` first
+        and moved into place, so an interrupted save leaves no half-written model.
+        """
         path = Path(path)
+        if path.exists() and not overwrite:
+            raise FileExistsError(f"{path} already exists; choose another path or pass overwrite=True to replace it.")
+        if path.is_dir():
+            raise IsADirectoryError(f"{path} is a folder; give a file name such as {path / 'model.pt'}.")
         path.parent.mkdir(parents=True, exist_ok=True)
+        partial = path.with_name(path.name + ".partial")
         torch.save(
             {
                 "format": SAVE_FORMAT_VERSION,
@@ -111,8 +123,9 @@ class Detector(abc.ABC):
                 "hparams": self.hparams,
                 "state": self._get_state(),
             },
-            path,
+            partial,
         )
+        os.replace(partial, path)
         return path
 
     @classmethod
