@@ -59,6 +59,8 @@ def _cmd_data(args: argparse.Namespace) -> int:
 
 
 def _cmd_fit(args: argparse.Namespace) -> int:
+    from adlearn.methods.base import check_save_path
+
     method = _method_class(args.method)
     try:
         detector = method.from_profile(args.profile, **parse_overrides(args.set))
@@ -66,8 +68,12 @@ def _cmd_fit(args: argparse.Namespace) -> int:
         raise SystemExit(f"fit {args.method}: {error}") from None
     size = detector.hparams.get("image_size", profile_settings(args.profile).image_size)
     train = _dataset(args.category, "train", size, args.profile, args.root)
-    if Path(args.out).exists() and not args.overwrite:  # refuse before training, not after
-        raise SystemExit(f"{args.out} already exists; choose another --out or add --overwrite to replace it.")
+    try:  # refuse before training, not after
+        check_save_path(args.out, overwrite=args.overwrite)
+    except FileExistsError:
+        raise SystemExit(f"{args.out} already exists; choose another --out or add --overwrite to replace it.") from None
+    except IsADirectoryError as error:
+        raise SystemExit(str(error)) from None
     detector.fit(train, device=args.device)
     print(f"saved {detector.save(args.out, overwrite=args.overwrite)}")
     return 0

@@ -48,7 +48,7 @@ def run_accuracy(args: argparse.Namespace) -> dict[str, Any]:
 
     settings = profile_settings(args.profile)
     overrides = parse_overrides(args.set)
-    image_size = int(overrides.get("image_size", settings.image_size))
+    image_size = DRAEM.from_profile(args.profile, **overrides).hparams["image_size"]  # the size the networks train at
     if settings.dataset == "builtin":
         root = builtin_dataset_root()
     else:

@@ -76,3 +76,9 @@ def test_fit_refuses_to_replace_an_existing_file_before_training(builtin_root, t
     assert model.read_bytes() == b"keep me"
     assert main(arguments + ["--overwrite"]) == 0
     assert model.stat().st_size > 1000
+
+
+def test_fit_refuses_a_folder_as_out_before_training(builtin_root, tmp_path):
+    with pytest.raises(SystemExit, match="is a folder; give a file name"):
+        main(["fit", "draem", "--category", "grass", "--profile", "quick", "--root", str(builtin_root),
+              "--out", str(tmp_path), "--overwrite"])

@@ -257,3 +257,16 @@ def test_memseg_uses_given_foreground(textures: torch.Tensor) -> None:
         images, generator=torch.Generator().manual_seed(0), foreground=left_half
     )
     assert batch.masks[..., SIZE // 2 :].sum() == 0 and batch.labels.min() == 1
+
+
+def test_a_batch_without_anomalies_is_a_copy_with_empty_targets(images: torch.Tensor, textures: torch.Tensor) -> None:
+    for maker, has_kinds in ((DraemSynthesizer, False), (MemSegSynthesizer, True)):
+        batch = maker(textures, anomaly_probability=0.0, keep_sources=True)(images, generator=torch.Generator().manual_seed(0))
+        assert torch.equal(batch.images, images) and batch.images.data_ptr() != images.data_ptr(), maker.__name__
+        assert batch.masks.shape == (images.shape[0], 1, *images.shape[-2:]) and batch.masks.sum() == 0
+        assert batch.masks.dtype == images.dtype and batch.labels.dtype == images.dtype
+        assert batch.labels.sum() == 0 and batch.opacity.sum() == 0
+        assert torch.equal(batch.sources, images)
+        assert (batch.kinds is not None) == has_kinds
+        if has_kinds:
+            assert batch.kinds.dtype == torch.long and batch.kinds.sum() == 0

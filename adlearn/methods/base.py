@@ -17,9 +17,8 @@ Subclasses set ``PROFILES`` (hyper-parameters per run profile) and
 
 from __future__ import annotations
 
-import os
-
 import abc
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Mapping, TypeVar
@@ -69,6 +68,22 @@ def check_images(images: Any, channels: int, name: str = "images") -> torch.Tens
     return check_unit_images(images, name, channels=channels)
 
 
+def check_save_path(path: str | Path, *, overwrite: bool = False) -> Path:
+    """``path`` as a :class:`Path` if :meth:`Detector.save` may write there; call it before training too.
+
+    Raises:
+        FileExistsError: a file is there and ``overwrite`` is false (it may be a model
+            that took hours to train).
+        IsADirectoryError: ``path`` is a folder.
+    """
+    path = Path(path)
+    if path.exists() and not overwrite:
+        raise FileExistsError(f"{path} already exists; choose another path or pass overwrite=True to replace it.")
+    if path.is_dir():
+        raise IsADirectoryError(f"{path} is a folder; give a file name such as {path / 'model.pt'}.")
+    return path
+
+
 class Detector(abc.ABC):
     """Base class of every anomaly detector in the book."""
 
@@ -109,11 +124,7 @@ class Detector(abc.ABC):
         model that took hours to train). The file is written next to ``path`` first
         and moved into place, so an interrupted save leaves no half-written model.
         """
-        path = Path(path)
-        if path.exists() and not overwrite:
-            raise FileExistsError(f"{path} already exists; choose another path or pass overwrite=True to replace it.")
-        if path.is_dir():
-            raise IsADirectoryError(f"{path} is a folder; give a file name such as {path / 'model.pt'}.")
+        path = check_save_path(path, overwrite=overwrite)
         path.parent.mkdir(parents=True, exist_ok=True)
         partial = path.with_name(path.name + ".partial")
         torch.save(

@@ -40,6 +40,21 @@ class SyntheticBatch:
     opacity: torch.Tensor | None = None
     kinds: torch.Tensor | None = None
 
+    @classmethod
+    def unchanged(cls, images: torch.Tensor, *, keep_sources: bool, with_kinds: bool = False) -> "SyntheticBatch":
+        """The batch a maker returns when no sample got an anomaly: a copy of ``images``, empty masks, zero labels."""
+        batch, _, height, width = images.shape
+        copy = images.clone()
+        zeros = images.new_zeros(batch)
+        return cls(
+            images=copy,
+            masks=images.new_zeros(batch, 1, height, width),
+            labels=zeros,
+            sources=copy if keep_sources else None,
+            opacity=zeros.clone(),
+            kinds=torch.zeros(batch, dtype=torch.long, device=images.device) if with_kinds else None,
+        )
+
     def to(self, device: torch.device | str) -> "SyntheticBatch":
         """The same batch on ``device``."""
         moved = {f.name: getattr(self, f.name) for f in fields(self)}

@@ -143,10 +143,7 @@ class DraemSynthesizer:
         split = RowSplit(choose_anomalous(batch, self.anomaly_probability, self.balanced, generator), device)
         count = split.count
         if count == 0:
-            untouched = images.clone()
-            masks = torch.zeros(batch, 1, height, width, device=device, dtype=dtype)
-            zeros = torch.zeros(batch, device=device, dtype=dtype)
-            return SyntheticBatch(images=untouched, masks=masks, labels=zeros, sources=untouched if self.keep_sources else None, opacity=zeros.clone())
+            return SyntheticBatch.unchanged(images, keep_sources=self.keep_sources)
         texture_indices = self.textures.random_indices(count, generator)
         low, high = self.beta
         betas = low + (high - low) * torch.rand(count, generator=generator, device=generator_device(generator))

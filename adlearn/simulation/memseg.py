@@ -257,11 +257,7 @@ class MemSegSynthesizer:
         split = RowSplit(choose_anomalous(batch, self.anomaly_probability, self.balanced, generator), device)
         count = split.count
         if count == 0:
-            untouched = images.clone()
-            zeros = torch.zeros(batch, device=device, dtype=dtype)
-            masks = torch.zeros(batch, 1, height, width, device=device, dtype=dtype)
-            kinds = torch.zeros(batch, dtype=torch.long, device=device)
-            return SyntheticBatch(images=untouched, masks=masks, labels=zeros, sources=untouched if self.keep_sources else None, opacity=zeros.clone(), kinds=kinds)
+            return SyntheticBatch.unchanged(images, keep_sources=self.keep_sources, with_kinds=True)
         member_images = images.index_select(0, split.members_device)
         use_texture = (torch.rand(count, generator=generator, device=draw_device) < self.texture_probability).cpu()
         low, high = self.opacity
