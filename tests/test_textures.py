@@ -80,6 +80,18 @@ def test_fallback_textures_are_seeded_varied_and_avoid_the_builtin_photographs()
     assert len(T.FALLBACK_PATTERNS) >= 5
 
 
+
+def test_fallback_patterns_have_muted_natural_colours() -> None:
+    """Drawn patterns vary in brightness around one muted hue, as DTD's materials do, not in vivid colours."""
+    textures = T.fallback_textures(48, 32, seed=0)
+    patterns = textures[1::2]  # odd indices are drawn patterns, even ones photograph crops
+    brightest, darkest = patterns.amax(dim=1), patterns.amin(dim=1)
+    saturation = ((brightest - darkest) / brightest.clamp_min(1e-6)).mean(dim=(1, 2))  # HSV saturation
+    assert saturation.median() < 0.3
+    assert saturation.max() > 0.1  # muted, not grey
+    contrast = brightest.flatten(1).quantile(0.95, dim=1) - brightest.flatten(1).quantile(0.05, dim=1)
+    assert contrast.min() > 0.05  # every pattern is still visible
+
 def test_bad_arguments_are_named(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="image_size"):
         T.load_texture_images(tmp_path, image_size=2)
