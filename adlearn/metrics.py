@@ -43,6 +43,7 @@ __all__ = [
     "f1_curve",
     "f1_max",
     "image_auroc",
+    "image_auroc_by_defect_type",
     "label_regions",
     "pixel_auroc",
     "pro_curve",
@@ -542,6 +543,28 @@ def compute_metrics(predictions: TestPredictions, *, fpr_limit: float = 0.3) -> 
     else:
         warnings.warn("no mask marks a defect pixel; pixel AUROC, pixel AP and AUPRO are NaN.", stacklevel=2)
         results.update(pixel_auroc=math.nan, pixel_ap=math.nan, aupro=math.nan)
+    return results
+
+
+def image_auroc_by_defect_type(predictions: TestPredictions) -> dict[str, float]:
+    """Image AUROC of the good images against each defect type alone, ``{defect type: AUROC}``.
+
+    Shows which kinds of defect a detector misses: the overall image AUROC
+    mixes them. Types are listed in alphabetical order.
+    """
+    types = np.asarray(predictions.defect_types)
+    if len(types) != len(predictions.scores):
+        raise ValueError(f"predictions hold {len(predictions.scores)} scores but {len(types)} defect types; "
+                         "collect them with collect_predictions from a data set that names its defect types.")
+    good = predictions.labels == 0
+    if not good.any():
+        raise ValueError("the predictions hold no good image (label 0); a per-type AUROC needs some.")
+    results = {}
+    for name in sorted(set(types[~good].tolist())):
+        chosen = types == name
+        scores = np.concatenate([predictions.scores[good], predictions.scores[chosen]])
+        labels = np.concatenate([np.zeros(good.sum()), np.ones(chosen.sum())])
+        results[str(name)] = image_auroc(scores, labels)
     return results
 
 

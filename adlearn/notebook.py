@@ -14,14 +14,17 @@ The test suite runs ``check``, so a stale copy cannot land.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 
+from adlearn.data.paths import default_data_root
 from adlearn.profiles import ProfileSettings, current_profile, profile_settings
 from adlearn.runtime import describe_run, pick_device, seed_everything
 
@@ -65,6 +68,26 @@ def start_chapter(seed: int = 0, profile: str | None = None, device: str | None 
         )
     print(describe_run(name, chosen, dataset))
     return ChapterRun(profile=name, settings=settings, device=chosen, generator=generator, seed=seed)
+
+
+def trained_model_path(detector: Any, name: str, root: str | Path | None = None) -> Path:
+    """Where a chapter keeps a model it trained: ``<root>/checkpoints/<name>_<digest>.pt``.
+
+    The digest covers the detector's class and hyper-parameters, so a model
+    trained with other settings (an older profile, an override) is never loaded
+    in place of the one the notebook asks for, and never overwritten: a change
+    of settings trains into a new file. Data and anomaly-source textures are not
+    part of the digest; delete the file to retrain after changing those.
+
+    Args:
+        detector: the (untrained) detector the chapter built.
+        name: a readable prefix, e.g. ``"draem_book_grass"``.
+        root: the data root; default :func:`adlearn.data.default_data_root`.
+    """
+    settings = json.dumps({"class": type(detector).__name__, "hparams": detector.hparams}, sort_keys=True, default=str)
+    digest = hashlib.sha256(settings.encode()).hexdigest()[:8]
+    folder = (Path(root).expanduser() if root is not None else default_data_root()) / "checkpoints"
+    return folder / f"{name}_{digest}.pt"
 
 
 def repository_url(config_path: Path = REPO_ROOT / "_config.yml") -> str:

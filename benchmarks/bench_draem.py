@@ -43,7 +43,7 @@ def _machine(threads: int) -> str:
 def run_accuracy(args: argparse.Namespace) -> dict[str, Any]:
     from adlearn.data import MVTecAD, builtin_dataset_root
     from adlearn.methods.draem import DRAEM
-    from adlearn.metrics import evaluate
+    from adlearn.metrics import collect_predictions, compute_metrics, image_auroc_by_defect_type
     from adlearn.profiles import parse_overrides, profile_settings
 
     settings = profile_settings(args.profile)
@@ -67,7 +67,8 @@ def run_accuracy(args: argparse.Namespace) -> dict[str, Any]:
         detector.fit(train, device=args.device, progress=args.progress)
         train_seconds = time.perf_counter() - start
         start = time.perf_counter()
-        metrics = evaluate(detector, test)
+        predictions = collect_predictions(detector, test)
+        metrics = compute_metrics(predictions)
         eval_seconds = time.perf_counter() - start
         if args.save_dir:
             detector.save(save_paths[category])
@@ -80,16 +81,18 @@ def run_accuracy(args: argparse.Namespace) -> dict[str, Any]:
             "steps": len(detector.history),
             "final_focal": round(float(final.get("focal", float("nan"))), 4),
             "final_l2": round(float(final.get("l2", float("nan"))), 4),
+            "image_auroc_by_type": {k: round(v, 3) for k, v in image_auroc_by_defect_type(predictions).items()},
         }
         rows.append(row)
         print(json.dumps(row), flush=True)
-    header = "| category | image AUROC | pixel AUROC | AUPRO | pixel AP | train s |"
+    header = "| category | image AUROC | pixel AUROC | AUPRO | pixel AP | image AUROC per defect type | train s |"
     print(f"\nDRAEM, profile {args.profile}, overrides {overrides}, {_machine(torch.get_num_threads())}\n")
     print(header)
-    print("|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|")
     for row in rows:
+        by_type = ", ".join(f"{name} {value:.2f}" for name, value in row["image_auroc_by_type"].items())
         print(f"| {row['category']} | {row['image_auroc']:.3f} | {row['pixel_auroc']:.3f} | {row['aupro']:.3f} | "
-              f"{row['pixel_ap']:.3f} | {row['train_s']:.0f} |")
+              f"{row['pixel_ap']:.3f} | {by_type} | {row['train_s']:.0f} |")
     return {"profile": args.profile, "overrides": overrides, "machine": _machine(torch.get_num_threads()), "rows": rows}
 
 
@@ -166,6 +169,9 @@ def run_speed(args: argparse.Namespace) -> dict[str, Any]:
 
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     size, batch_size = args.size, 8
+    book = DRAEM.PROFILES["book"]
+    args.reconstructive_width = args.reconstructive_width or book["reconstructive_width"]
+    args.discriminative_width = args.discriminative_width or book["discriminative_width"]
     root = builtin_dataset_root()
     image_paths = [Path(p) for p in MVTecAD(root, "grass", "train", image_size=size).paths]
     results: dict[str, Any] = {"machine": _machine(torch.get_num_threads()), "device": str(device), "size": size}
@@ -244,7 +250,6 @@ def run_speed(args: argparse.Namespace) -> dict[str, Any]:
 
     # 3. inference latency per image (batch of one) at the paper's widths and at the book profile's
     image = images[:1].to(device)
-    book = DRAEM.PROFILES["book"]
     for name, widths in (("paper", (128, 64)), ("book", (book["reconstructive_width"], book["discriminative_width"]))):
         model = DRAEM(image_size=size, reconstructive_width=widths[0], discriminative_width=widths[1]).to(device)
         seconds = _time_loop(lambda: model.predict(image), 1, args.latency_repeats, device)
@@ -279,8 +284,8 @@ def main(argv: list[str] | None = None) -> int:
     speed.add_argument("--workers", type=int, default=2, help="DataLoader workers of the original design")
     speed.add_argument("--repeats", type=int, default=10, help="batches timed for synthesis alone")
     speed.add_argument("--train-steps", type=int, default=3, help="training steps timed per design")
-    speed.add_argument("--reconstructive-width", type=int, default=16)
-    speed.add_argument("--discriminative-width", type=int, default=16)
+    speed.add_argument("--reconstructive-width", type=int, default=None, help="default: the book profile's")
+    speed.add_argument("--discriminative-width", type=int, default=None, help="default: the book profile's")
     speed.add_argument("--latency-repeats", type=int, default=3)
     for sub_parser in (accuracy, speed):
         sub_parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")

@@ -336,3 +336,29 @@ def test_evaluate_rejects_wrong_map_size_and_items() -> None:
         metrics.evaluate(ThresholdDetector(), [{"image": torch.zeros(3, 4, 4), "label": 0}])
     with pytest.raises(ValueError, match="batch_size"):
         metrics.evaluate(ThresholdDetector(), make_dataset(), batch_size=0)
+
+
+def _typed_predictions(scores: list[float], types: list[str]) -> metrics.TestPredictions:
+    labels = np.array([0 if name == "good" else 1 for name in types])
+    blank = np.zeros((len(types), 2, 2), np.float32)
+    return metrics.TestPredictions(scores=np.array(scores), maps=blank, labels=labels, masks=blank.astype(bool),
+                                   defect_types=types)
+
+
+def test_image_auroc_by_defect_type_ranks_good_images_against_each_type() -> None:
+    # good scores 0.1, 0.3; scratches all above them, stains split them: 1 and 0.5
+    predictions = _typed_predictions([0.1, 0.3, 0.9, 0.8, 0.2, 0.4], ["good", "good", "scratch", "scratch", "stain", "stain"])
+    per_type = metrics.image_auroc_by_defect_type(predictions)
+    assert list(per_type) == ["scratch", "stain"]
+    assert per_type["scratch"] == pytest.approx(1.0)
+    assert per_type["stain"] == pytest.approx(skm.roc_auc_score([0, 0, 1, 1], [0.1, 0.3, 0.2, 0.4]))
+    assert per_type["stain"] == pytest.approx(0.75)
+
+
+def test_image_auroc_by_defect_type_names_what_is_missing() -> None:
+    with pytest.raises(ValueError, match="no good image"):
+        metrics.image_auroc_by_defect_type(_typed_predictions([0.5, 0.6], ["stain", "scratch"]))
+    unnamed = _typed_predictions([0.1, 0.9], ["good", "stain"])
+    unnamed.defect_types = []
+    with pytest.raises(ValueError, match="defect types"):
+        metrics.image_auroc_by_defect_type(unnamed)

@@ -35,3 +35,18 @@ def test_describe_run_names_profile_device_and_data():
     line = describe_run("book", "cpu", "built-in brick")
     assert line.startswith("profile: book | device: cpu (")
     assert line.endswith("| data: built-in brick")
+
+
+def test_trained_model_path_changes_with_the_hyper_parameters(tmp_path):
+    from adlearn.methods.draem import DRAEM
+    from adlearn.notebook import trained_model_path
+
+    book = trained_model_path(DRAEM.from_profile("book"), "draem_book_grass", root=tmp_path)
+    assert book.parent == tmp_path / "checkpoints"
+    assert book.name.startswith("draem_book_grass_") and book.suffix == ".pt"
+    assert trained_model_path(DRAEM.from_profile("book"), "draem_book_grass", root=tmp_path) == book  # repeatable
+    wider = trained_model_path(DRAEM.from_profile("book", discriminative_width=32), "draem_book_grass", root=tmp_path)
+    assert wider != book  # a model trained with other settings is never loaded in its place
+    reloaded = DRAEM.from_profile("book")
+    reloaded.save(tmp_path / "m.pt")
+    assert trained_model_path(DRAEM.load(tmp_path / "m.pt"), "draem_book_grass", root=tmp_path) == book  # survives save/load

@@ -234,10 +234,9 @@ def _colourise(grey: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 
     Most DTD photographs are natural materials: their colours vary mostly in
     brightness, with a little saturation around one hue. The stand-in follows
-    that. Vivid random colours would let a detector trained on them tell a
-    pasted patch from a grey product by its colour alone, which no real defect
-    teaches; on the built-in gravel this cost about 0.07 image and pixel AUROC
-    (benchmarks/README.md).
+    that. With vivid random colours (the first stand-in) a pasted patch on a
+    grey product can be told apart by its colour alone, an easier task than
+    DTD sets and one no real defect teaches.
     """
     hue = rng.uniform(0, 1)
     dark_value = rng.uniform(0.0, 0.55)
