@@ -12,6 +12,7 @@ merges a profile's entry with user overrides and rejects unknown names.
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass
 from typing import Any, Mapping
@@ -122,8 +123,6 @@ def parse_overrides(pairs: list[str] | tuple[str, ...]) -> dict[str, Any]:
         >>> parse_overrides(["steps=1200", "train_crop=64", "texture_root=data/dtd"])
         {'steps': 1200, 'train_crop': 64, 'texture_root': 'data/dtd'}
     """
-    import json
-
     overrides: dict[str, Any] = {}
     for pair in pairs:
         key, separator, text = pair.partition("=")

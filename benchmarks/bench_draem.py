@@ -44,11 +44,12 @@ def run_accuracy(args: argparse.Namespace) -> dict[str, Any]:
     from adlearn.data import MVTecAD, builtin_dataset_root
     from adlearn.methods.draem import DRAEM
     from adlearn.metrics import collect_predictions, compute_metrics, image_auroc_by_defect_type
-    from adlearn.profiles import parse_overrides, profile_settings
+    from adlearn.profiles import parse_overrides, profile_settings, resolve_hparams
 
     settings = profile_settings(args.profile)
     overrides = parse_overrides(args.set)
-    image_size = DRAEM.from_profile(args.profile, **overrides).hparams["image_size"]  # the size the networks train at
+    # the size the networks train at, merged as DRAEM.from_profile merges it (without building the networks)
+    image_size = resolve_hparams(DRAEM.PROFILES, args.profile, owner="DRAEM", **overrides)["image_size"]
     if settings.dataset == "builtin":
         root = builtin_dataset_root()
     else:
@@ -169,9 +170,9 @@ def run_speed(args: argparse.Namespace) -> dict[str, Any]:
 
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     size, batch_size = args.size, 8
-    book = DRAEM.PROFILES["book"]
-    args.reconstructive_width = args.reconstructive_width or book["reconstructive_width"]
-    args.discriminative_width = args.discriminative_width or book["discriminative_width"]
+    widths_of = {name: (DRAEM.PROFILES[name]["reconstructive_width"], DRAEM.PROFILES[name]["discriminative_width"])
+                 for name in ("paper", "book")}
+    train_widths = (args.reconstructive_width or widths_of["book"][0], args.discriminative_width or widths_of["book"][1])
     root = builtin_dataset_root()
     image_paths = [Path(p) for p in MVTecAD(root, "grass", "train", image_size=size).paths]
     results: dict[str, Any] = {"machine": _machine(torch.get_num_threads()), "device": str(device), "size": size}
@@ -204,8 +205,8 @@ def run_speed(args: argparse.Namespace) -> dict[str, Any]:
 
         # 2. training steps (synthesis + forward + backward + Adam) at the chosen widths, timed after a warm-up
         warmup, timed = 2, args.train_steps
-        detector = DRAEM(image_size=size, reconstructive_width=args.reconstructive_width,
-                         discriminative_width=args.discriminative_width, steps=warmup + timed, batch_size=batch_size)
+        detector = DRAEM(image_size=size, reconstructive_width=train_widths[0],
+                         discriminative_width=train_widths[1], steps=warmup + timed, batch_size=batch_size)
         stamps: list[float] = []
 
         def stamp(step: int, history: Any) -> None:
@@ -246,11 +247,11 @@ def run_speed(args: argparse.Namespace) -> dict[str, Any]:
         if device.type == "cuda":
             torch.cuda.synchronize()
         results["train_original_images_per_s"] = batch_size * timed / (time.perf_counter() - start)
-        results["train_widths"] = [args.reconstructive_width, args.discriminative_width]
+        results["train_widths"] = list(train_widths)
 
     # 3. inference latency per image (batch of one) at the paper's widths and at the book profile's
     image = images[:1].to(device)
-    for name, widths in (("paper", (128, 64)), ("book", (book["reconstructive_width"], book["discriminative_width"]))):
+    for name, widths in widths_of.items():
         model = DRAEM(image_size=size, reconstructive_width=widths[0], discriminative_width=widths[1]).to(device)
         seconds = _time_loop(lambda: model.predict(image), 1, args.latency_repeats, device)
         results[f"latency_ms_per_image_{name}_widths"] = 1000 * seconds
@@ -259,7 +260,7 @@ def run_speed(args: argparse.Namespace) -> dict[str, Any]:
     print(f"\nDRAEM speed, {results['machine']}, device {device}, {size}x{size}, batch {batch_size}\n")
     print(f"synthesis only, batched on {device}:                 {results['synthesis_batched_images_per_s']:.1f} images/s")
     print(f"synthesis only, original (per sample, {args.workers} workers):  {results['synthesis_original_images_per_s']:.1f} images/s")
-    print(f"training incl. synthesis, batched (widths {args.reconstructive_width}/{args.discriminative_width}): "
+    print(f"training incl. synthesis, batched (widths {train_widths[0]}/{train_widths[1]}): "
           f"{results['train_batched_images_per_s']:.2f} images/s")
     print(f"training incl. synthesis, original design:            {results['train_original_images_per_s']:.2f} images/s")
     for name in ("paper", "book"):
