@@ -1,4 +1,4 @@
-"""How good is a detector? Image AUROC, pixel AUROC, AUPRO, F1-max and ``evaluate``.
+"""How good is a detector? Image AUROC, pixel AUROC, AUPRO and F1-max, computed on arrays.
 
 Every metric takes NumPy arrays or torch tensors and returns a Python ``float``.
 Higher scores and map values mean *more anomalous*; labels and masks are binary
@@ -15,31 +15,31 @@ Higher scores and map values mean *more anomalous*; labels and masks are binary
 All of them are exact (ties handled like scikit-learn and the MVTec AD evaluation
 code) and vectorised: one sort, then cumulative sums, never a loop over thresholds.
 
-:func:`evaluate` runs a :class:`~adlearn.methods.base.Detector` over a test set
-and returns the numbers; :func:`collect_predictions` keeps the scores and maps
-for plotting, and :func:`compute_metrics` turns them into the same numbers.
+:func:`image_auroc_by_defect_type` splits the image AUROC by defect type.
+
+Running a :class:`~adlearn.methods.base.Detector` over a test set
+(:func:`~adlearn.evaluation.evaluate`, :func:`~adlearn.evaluation.collect_predictions`,
+:func:`~adlearn.evaluation.compute_metrics`, :class:`~adlearn.evaluation.TestPredictions`)
+lives in :mod:`adlearn.evaluation`; those names can still be imported from here.
 """
 
 from __future__ import annotations
 
 import math
-import warnings
-from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 from scipy import ndimage
 
+if TYPE_CHECKING:  # adlearn.evaluation imports this module; only type checkers follow this import
+    from adlearn.evaluation import TestPredictions
+
 ArrayLike = Any  # np.ndarray | torch.Tensor | sequence of numbers
 
 __all__ = [
-    "TestPredictions",
     "aupro",
     "average_precision",
-    "collect_predictions",
-    "compute_metrics",
-    "evaluate",
     "f1_curve",
     "f1_max",
     "image_auroc",
@@ -431,119 +431,7 @@ def aupro(maps: ArrayLike, masks: ArrayLike, fpr_limit: float = 0.3) -> float:
     return trapezoid_area(fpr, pro, float(fpr_limit)) / float(fpr_limit)
 
 
-# --------------------------------------------------------------------------- running a detector
-
-
-@dataclass
-class TestPredictions:
-    """What a detector said about every item of a test set, kept for metrics and plots.
-
-    Attributes:
-        scores: ``[N]`` image scores.
-        maps: ``[N, H, W]`` anomaly maps (float32).
-        labels: ``[N]`` 0 good / 1 defective.
-        masks: ``[N, H, W]`` bool ground truth.
-        defect_types: one name per item (``"good"`` for good ones).
-        paths: one path per item (empty strings when the data set has none).
-        images: ``[N, C, H, W]`` inputs when collected with ``keep_images=True``, else ``None``.
-    """
-
-    scores: np.ndarray
-    maps: np.ndarray
-    labels: np.ndarray
-    masks: np.ndarray
-    defect_types: list[str] = field(default_factory=list)
-    paths: list[str] = field(default_factory=list)
-    images: np.ndarray | None = None
-
-    __test__ = False  # a data container, not a pytest test class despite its name
-
-    def __len__(self) -> int:
-        return int(self.scores.shape[0])
-
-
-def collect_predictions(
-    detector: Any,
-    dataset: Any,
-    *,
-    batch_size: int = 16,
-    device: Any = None,
-    keep_images: bool = False,
-    progress: bool = False,
-) -> TestPredictions:
-    """Run ``detector.predict`` over ``dataset`` in batches and keep everything.
-
-    Args:
-        detector: anything with ``predict(images) -> Prediction`` (an adlearn ``Detector``).
-        dataset: a map-style data set of dicts with ``image`` ``[C, H, W]``, ``mask``
-            ``[1, H, W]`` and ``label`` (``defect_type`` and ``path`` are kept when present).
-        batch_size: images per ``predict`` call.
-        device: where batches are sent; defaults to ``detector.device`` (where ``fit`` put the model).
-        keep_images: also keep the input images (memory: N x C x H x W floats).
-        progress: show a progress bar.
-    """
-    if not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}.")
-    if len(dataset) == 0:
-        raise ValueError("dataset is empty; nothing to evaluate.")
-    from tqdm.auto import tqdm  # imported here: metrics are used in places without a progress bar
-
-    target = torch.device(device) if device is not None else getattr(detector, "device", torch.device("cpu"))
-    loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=0)
-    scores, maps, labels, masks, images = [], [], [], [], []
-    defect_types: list[str] = []
-    paths: list[str] = []
-    for batch in tqdm(loader, desc="predict", disable=not progress, leave=False):
-        missing = {"image", "mask", "label"} - set(batch)
-        if missing:
-            raise KeyError(f"dataset items must be dicts with 'image', 'mask' and 'label'; missing {sorted(missing)}.")
-        batch_images = batch["image"].float()
-        prediction = detector.predict(batch_images.to(target))
-        if prediction.maps.shape[-2:] != batch["mask"].shape[-2:]:
-            raise ValueError(
-                f"the detector's maps are {tuple(prediction.maps.shape[-2:])} but the masks are "
-                f"{tuple(batch['mask'].shape[-2:])}; predict must return maps at input resolution."
-            )
-        scores.append(prediction.scores.detach().float().cpu().numpy())
-        maps.append(prediction.maps.detach().float().cpu().numpy()[:, 0])
-        labels.append(np.asarray(batch["label"]).astype(np.int64).reshape(-1))
-        masks.append(_check_binary(batch["mask"], "dataset masks")[:, 0])
-        size = batch_images.shape[0]
-        defect_types.extend(batch.get("defect_type", [""] * size))
-        paths.extend(batch.get("path", [""] * size))
-        if keep_images:
-            images.append(batch_images.numpy())
-    return TestPredictions(
-        scores=np.concatenate(scores),
-        maps=np.concatenate(maps),
-        labels=np.concatenate(labels),
-        masks=np.concatenate(masks),
-        defect_types=[str(name) for name in defect_types],
-        paths=[str(path) for path in paths],
-        images=np.concatenate(images) if keep_images else None,
-    )
-
-
-def compute_metrics(predictions: TestPredictions, *, fpr_limit: float = 0.3) -> dict[str, float]:
-    """The book's numbers from collected predictions.
-
-    Returns:
-        ``image_auroc``, ``image_f1_max``, ``pixel_auroc``, ``pixel_ap`` and ``aupro``.
-        The pixel metrics are NaN (with a warning) when no mask marks any defect
-        pixel, e.g. a data set with image labels only.
-    """
-    results = {
-        "image_auroc": image_auroc(predictions.scores, predictions.labels),
-        "image_f1_max": float(f1_max(predictions.scores, predictions.labels)),
-    }
-    if predictions.masks.any():
-        results["pixel_auroc"] = pixel_auroc(predictions.maps, predictions.masks)
-        results["pixel_ap"] = average_precision(predictions.maps, predictions.masks)
-        results["aupro"] = aupro(predictions.maps, predictions.masks, fpr_limit=fpr_limit)
-    else:
-        warnings.warn("no mask marks a defect pixel; pixel AUROC, pixel AP and AUPRO are NaN.", stacklevel=2)
-        results.update(pixel_auroc=math.nan, pixel_ap=math.nan, aupro=math.nan)
-    return results
+# --------------------------------------------------------------------------- per defect type
 
 
 def image_auroc_by_defect_type(predictions: TestPredictions) -> dict[str, float]:
@@ -551,6 +439,11 @@ def image_auroc_by_defect_type(predictions: TestPredictions) -> dict[str, float]
 
     Shows which kinds of defect a detector misses: the overall image AUROC
     mixes them. Types are listed in alphabetical order.
+
+    Args:
+        predictions: a :class:`~adlearn.evaluation.TestPredictions` from
+            :func:`~adlearn.evaluation.collect_predictions`, or anything with
+            ``scores`` ``[N]``, ``labels`` ``[N]`` and ``defect_types`` (N names) arrays.
     """
     types = np.asarray(predictions.defect_types)
     if len(types) != len(predictions.scores):
@@ -568,23 +461,22 @@ def image_auroc_by_defect_type(predictions: TestPredictions) -> dict[str, float]
     return results
 
 
-def evaluate(
-    detector: Any,
-    dataset: Any,
-    *,
-    batch_size: int = 16,
-    device: Any = None,
-    fpr_limit: float = 0.3,
-    progress: bool = False,
-) -> dict[str, float]:
-    """Score a test set with a detector: :func:`collect_predictions` then :func:`compute_metrics`.
+# --------------------------------------------------------------------------- moved to adlearn.evaluation
 
-    Use the two steps separately when the scores and maps are wanted for plots.
+#: Running a detector over a data set lives in :mod:`adlearn.evaluation`; these
+#: names are still found here (``from adlearn.metrics import evaluate``) for the
+#: notebooks, benchmarks and scripts written before the split. They are looked up
+#: lazily because adlearn.evaluation imports this module.
+_MOVED_TO_EVALUATION = ("TestPredictions", "collect_predictions", "compute_metrics", "evaluate")
 
-    Example::
 
-        results = evaluate(detector, test_set)
-        results["image_auroc"], results["pixel_auroc"], results["aupro"]
-    """
-    predictions = collect_predictions(detector, dataset, batch_size=batch_size, device=device, progress=progress)
-    return compute_metrics(predictions, fpr_limit=fpr_limit)
+def __getattr__(name: str) -> Any:
+    if name in _MOVED_TO_EVALUATION:
+        from adlearn import evaluation
+
+        return getattr(evaluation, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_MOVED_TO_EVALUATION])

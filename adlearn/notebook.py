@@ -1,22 +1,15 @@
-"""What every chapter notebook does first, and the tool that keeps their set-up cells in sync.
+"""What every chapter notebook does first: :func:`start_chapter` and :func:`trained_model_path`.
 
-The repository address lives in one place, ``_config.yml`` (``repository.url``),
-where Jupyter Book also reads it for the Colab launch buttons. Each notebook's
-first code cell (which must work on Colab *before* adlearn is installed) holds
-a copy generated from it::
-
-    python -m adlearn.notebook sync      # rewrite the set-up cells from _config.yml
-    python -m adlearn.notebook check     # fail if any notebook's set-up cell is stale
-
-The test suite runs ``check``, so a stale copy cannot land.
+The tool that keeps the notebooks' set-up cells in sync with ``_config.yml``
+lives in :mod:`adlearn.notebook_cells` (``python -m adlearn.notebook_cells sync|check``).
+Its names are still importable from here, and ``python -m adlearn.notebook sync|check``
+still runs it, for instructions written before the split.
 """
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
-import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,14 +21,20 @@ from adlearn.data.paths import default_data_root
 from adlearn.profiles import ProfileSettings, current_profile, profile_settings
 from adlearn.runtime import describe_run, pick_device, seed_everything
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-SETUP_CELL_TEMPLATE = '''\
-# Set-up: on Colab, install adlearn from the book's repository; elsewhere adlearn is already installed.
-import sys
-if "google.colab" in sys.modules:
-    REPOSITORY = "{url}"  # kept in sync with _config.yml by adlearn.notebook
-    !pip install -q "adlearn @ git+{{REPOSITORY}}"'''
-SETUP_CELL_MARKER = "# Set-up: on Colab, install adlearn"
+# Kept for old imports and `python -m adlearn.notebook sync|check`; the tool lives in adlearn.notebook_cells.
+from adlearn.notebook_cells import (  # noqa: F401
+    REPO_ROOT,
+    SETUP_CELL_MARKER,
+    SETUP_CELL_TEMPLATE,
+    chapter_notebooks,
+    main,
+    repository_url,
+    setup_cell_source,
+    stale_notebooks,
+    sync_notebooks,
+)
+
+__all__ = ["ChapterRun", "start_chapter", "trained_model_path"]
 
 
 @dataclass(frozen=True)
@@ -90,72 +89,5 @@ def trained_model_path(detector: Any, name: str, root: str | Path | None = None)
     return folder / f"{name}_{digest}.pt"
 
 
-def repository_url(config_path: Path = REPO_ROOT / "_config.yml") -> str:
-    """The repository address from ``_config.yml`` (``repository: url: ...``)."""
-    if not config_path.is_file():
-        raise FileNotFoundError(f"{config_path} not found; the repository address is kept there.")
-    match = re.search(r"^repository:\s*\n(?:[ \t]+.*\n)*?[ \t]+url:\s*(\S+)", config_path.read_text(), re.MULTILINE)
-    if match is None:
-        raise ValueError(f"{config_path} has no 'repository: url:' entry.")
-    return match.group(1).strip("'\"")
-
-
-def setup_cell_source(url: str | None = None) -> str:
-    """The exact source of the first code cell of every chapter notebook."""
-    return SETUP_CELL_TEMPLATE.format(url=url or repository_url())
-
-
-def _first_code_cell(notebook: dict) -> dict | None:
-    return next((cell for cell in notebook.get("cells", []) if cell.get("cell_type") == "code"), None)
-
-
-def stale_notebooks(notebooks: list[Path], url: str | None = None) -> list[Path]:
-    """Notebooks whose first code cell is not the current set-up cell."""
-    expected = setup_cell_source(url)
-    stale = []
-    for path in notebooks:
-        cell = _first_code_cell(json.loads(path.read_text()))
-        source = "".join(cell["source"]) if cell else ""
-        if source != expected:
-            stale.append(path)
-    return stale
-
-
-def sync_notebooks(notebooks: list[Path], url: str | None = None) -> list[Path]:
-    """Rewrite the set-up cell of ``notebooks`` (only cells that are set-up cells); return the changed ones."""
-    expected = setup_cell_source(url)
-    changed = []
-    for path in notebooks:
-        notebook = json.loads(path.read_text())
-        cell = _first_code_cell(notebook)
-        if cell is None or not "".join(cell["source"]).startswith(SETUP_CELL_MARKER):
-            raise ValueError(f"{path}: the first code cell is not a set-up cell (it must start with {SETUP_CELL_MARKER!r}).")
-        if "".join(cell["source"]) != expected:
-            cell["source"] = expected.splitlines(keepends=True)
-            path.write_text(json.dumps(notebook, indent=1, ensure_ascii=False) + "\n")
-            changed.append(path)
-    return changed
-
-
-def chapter_notebooks(root: Path = REPO_ROOT) -> list[Path]:
-    """The chapter notebooks ``notebooks/NN_slug.ipynb`` in order."""
-    return sorted((root / "notebooks").glob("[0-9][0-9]_*.ipynb"))
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m adlearn.notebook", description=__doc__.split("\n")[0])
-    parser.add_argument("action", choices=["sync", "check"])
-    args = parser.parse_args(argv)
-    notebooks = chapter_notebooks()
-    if args.action == "sync":
-        for path in sync_notebooks(notebooks):
-            print(f"updated {path}")
-        return 0
-    stale = stale_notebooks(notebooks)
-    for path in stale:
-        print(f"stale set-up cell: {path} (run: python -m adlearn.notebook sync)")
-    return 1 if stale else 0
-
-
-if __name__ == "__main__":
+if __name__ == "__main__":  # python -m adlearn.notebook sync|check: kept for old instructions
     sys.exit(main())

@@ -83,14 +83,17 @@ def resolve_hparams(
     table: Mapping[str, Mapping[str, Any]],
     name: str | None = None,
     owner: str = "method",
+    defaults: Mapping[str, Any] | None = None,
     **overrides: Any,
 ) -> dict[str, Any]:
-    """Merge the profile entry of ``table`` with ``overrides``.
+    """Merge ``defaults``, the profile entry of ``table`` and ``overrides``, in that order.
 
     Args:
-        table: ``{"quick": {...}, "book": {...}, "paper": {...}}``.
+        table: ``{"quick": {...}, "book": {...}, "paper": {...}}``; with ``defaults`` each entry
+            lists only what the profile changes.
         name: profile name (see :func:`current_profile`).
         owner: used in error messages, e.g. ``"DRAEM"``.
+        defaults: every hyper-parameter with its default (a method's paper values); the known names.
         **overrides: hyper-parameters that replace the profile's values.
 
     Raises:
@@ -100,7 +103,13 @@ def resolve_hparams(
     profile = current_profile(name)
     if profile not in table:
         raise ValueError(f"{owner} has no hyper-parameters for profile {profile!r}; it has {sorted(table)}.")
-    hparams = dict(table[profile])
+    hparams = dict(defaults or {})
+    if defaults is not None:
+        typos = sorted(set(table[profile]) - set(defaults))
+        if typos:
+            raise ValueError(f"{owner}.PROFILES[{profile!r}] names unknown hyper-parameter(s) {typos}; "
+                             f"known ones are {sorted(defaults)}.")
+    hparams.update(table[profile])
     unknown = sorted(set(overrides) - set(hparams))
     if unknown:
         raise ValueError(

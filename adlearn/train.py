@@ -24,7 +24,7 @@ import contextlib
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator, Mapping
+from typing import Any, Callable, Mapping
 
 import numpy as np
 import pandas as pd
@@ -73,6 +73,12 @@ class Trainer:
         checkpoint_path: where to keep a checkpoint; when the file exists, :meth:`fit` resumes from it.
         checkpoint_every: save every this many steps (0 = only at the end).
         grad_clip: clip the gradient norm of each optimiser's parameters to this value.
+        random_state: every random generator the step function draws from, by name: objects with
+            ``get_state()`` / ``set_state(state)`` such as :class:`torch.Generator` or
+            :class:`BatchSampler`. Their states go into checkpoints, so a resumed run draws the same
+            numbers as an uninterrupted one (the global generators are saved as well).
+        fingerprint: a string naming what is trained (method and hyper-parameters); a checkpoint
+            with another fingerprint is refused instead of silently resumed.
     """
 
     def __init__(
@@ -86,6 +92,8 @@ class Trainer:
         checkpoint_path: str | Path | None = None,
         checkpoint_every: int = 0,
         grad_clip: float | None = None,
+        random_state: Mapping[str, Any] | None = None,
+        fingerprint: str | None = None,
     ) -> None:
         if not modules:
             raise ValueError("Trainer needs at least one module to train.")
@@ -102,6 +110,11 @@ class Trainer:
         self.checkpoint_path = Path(checkpoint_path) if checkpoint_path is not None else None
         self.checkpoint_every = checkpoint_every
         self.grad_clip = grad_clip
+        self.random_state = dict(random_state or {})
+        for name, source in self.random_state.items():
+            if not (callable(getattr(source, "get_state", None)) and callable(getattr(source, "set_state", None))):
+                raise TypeError(f"random_state[{name!r}] must have get_state() and set_state(); got {type(source).__name__}.")
+        self.fingerprint = fingerprint
         self.history = History()
         self.step_index = 0
 
@@ -136,16 +149,19 @@ class Trainer:
         log_every: int = 1,
         callback: Callable[[int, History], None] | None = None,
         callback_every: int = 0,
+        resume: bool = True,
     ) -> History:
         """Run ``step_fn(i)`` for ``i`` from the resumed step to ``steps - 1``.
 
         ``step_fn`` returns a mapping of losses (tensors or floats); every
         ``log_every`` steps they are recorded in :attr:`history`. ``callback``
-        (e.g. a live loss plot) is called every ``callback_every`` steps.
+        (e.g. a live loss plot) is called as ``callback(steps_done, history)``
+        every ``callback_every`` steps. With ``resume`` and an existing
+        checkpoint file, training continues from it.
         """
         if steps < 0:
             raise ValueError(f"steps must be >= 0, got {steps}.")
-        if self.checkpoint_path is not None and self.checkpoint_path.is_file():
+        if resume and self.checkpoint_path is not None and self.checkpoint_path.is_file():
             self.load_checkpoint(self.checkpoint_path)
         for module in self.modules.values():
             module.train()
@@ -184,6 +200,8 @@ class Trainer:
             "schedulers": {k: s.state_dict() for k, s in self.schedulers.items()},
             "scaler": self.scaler.state_dict(),
             "history": self.history.records,
+            "fingerprint": self.fingerprint,
+            "random_state": {k: source.get_state() for k, source in self.random_state.items()},
             "rng": {
                 "torch": torch.get_rng_state(),
                 "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
@@ -199,7 +217,15 @@ class Trainer:
     def load_checkpoint(self, path: str | Path) -> None:
         """Restore what :meth:`save_checkpoint` wrote, so :meth:`fit` continues where it stopped."""
         path = Path(path)
-        state = torch.load(path, map_location=self.device, weights_only=False)
+        state = torch.load(path, map_location="cpu", weights_only=False)
+        if self.fingerprint is not None and state.get("fingerprint") not in (None, self.fingerprint):
+            raise ValueError(
+                f"checkpoint {path} was written by another training run ({state.get('fingerprint')}); "
+                f"this run is {self.fingerprint}. Use another checkpoint folder or delete the file to start over."
+            )
+        missing_random = set(self.random_state) - set(state.get("random_state", {}))
+        if missing_random:
+            raise ValueError(f"checkpoint {path} has no state for random generator(s) {sorted(missing_random)}.")
         missing = set(self.modules) - set(state.get("modules", {}))
         if missing:
             raise ValueError(f"checkpoint {path} has no state for module(s) {sorted(missing)}.")
@@ -218,6 +244,8 @@ class Trainer:
             torch.cuda.set_rng_state_all([s.cpu() for s in rng["cuda"]])
         np.random.set_state(rng["numpy"])
         random.setstate(rng["python"])
+        for key, source in self.random_state.items():
+            source.set_state(state["random_state"][key])
 
 
 def stack_images(dataset: Any, key: str = "image") -> torch.Tensor:
@@ -231,16 +259,46 @@ def stack_images(dataset: Any, key: str = "image") -> torch.Tensor:
     return torch.stack([dataset[i][key] for i in range(len(dataset))])
 
 
-def random_batches(images: torch.Tensor, batch_size: int, generator: torch.Generator | None = None) -> Iterator[torch.Tensor]:
-    """Endless batches drawn as shuffled epochs from ``images`` (indices drawn on the CPU, gathered on the images' device)."""
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}.")
-    count = images.shape[0]
-    if count == 0:
-        raise ValueError("cannot draw batches from an empty tensor of images.")
-    order = torch.empty(0, dtype=torch.long)
-    while True:
-        while order.numel() < batch_size:
-            order = torch.cat([order, torch.randperm(count, generator=generator)])
-        batch, order = order[:batch_size], order[batch_size:]
-        yield images[batch.to(images.device)]
+class BatchSampler:
+    """Endless batches drawn as shuffled epochs from ``images``, with a state that checkpoints can save.
+
+    Indices are drawn on the CPU from ``generator`` (the global generator when
+    ``None``) and gathered on the images' device. :meth:`get_state` /
+    :meth:`set_state` capture the generator and the rest of the current epoch,
+    so a resumed run continues with exactly the batches an uninterrupted run draws.
+    """
+
+    def __init__(self, images: torch.Tensor, batch_size: int, generator: torch.Generator | None = None) -> None:
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}.")
+        if images.shape[0] == 0:
+            raise ValueError("cannot draw batches from an empty tensor of images.")
+        self.images = images
+        self.batch_size = batch_size
+        self.generator = generator
+        self.order = torch.empty(0, dtype=torch.long)
+
+    def __iter__(self) -> BatchSampler:
+        return self
+
+    def __next__(self) -> torch.Tensor:
+        while self.order.numel() < self.batch_size:
+            self.order = torch.cat([self.order, torch.randperm(self.images.shape[0], generator=self.generator)])
+        batch, self.order = self.order[: self.batch_size], self.order[self.batch_size :]
+        return self.images[batch.to(self.images.device)]
+
+    def get_state(self) -> dict[str, torch.Tensor | None]:
+        return {
+            "generator": self.generator.get_state() if self.generator is not None else None,
+            "order": self.order.clone(),
+        }
+
+    def set_state(self, state: Mapping[str, Any]) -> None:
+        if self.generator is not None and state["generator"] is not None:
+            self.generator.set_state(state["generator"])
+        self.order = state["order"].clone()
+
+
+def random_batches(images: torch.Tensor, batch_size: int, generator: torch.Generator | None = None) -> BatchSampler:
+    """Endless batches drawn as shuffled epochs from ``images`` (see :class:`BatchSampler`)."""
+    return BatchSampler(images, batch_size, generator)

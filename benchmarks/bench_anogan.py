@@ -103,7 +103,7 @@ def measure_protocol_digit(args: argparse.Namespace, digit: int, device: torch.d
     """Train on one normal digit, score the test split with both scorers."""
     split = one_class_split((digit,), root=args.root, source=args.source, allow_download=args.allow_download, seed=args.seed, verbose=False)
     detector = AnoGAN.from_profile(args.profile, seed=args.seed)
-    _, fit_seconds = _timed(lambda: detector.fit(split.train, device=device, progress=args.progress), device)
+    _, fit_seconds = _timed(lambda: detector.fit(split.train, held_out=split.holdout, device=device, progress=args.progress), device)
     labels = split.test.labels
     row: dict[str, Any] = {"digit": digit, "source": split.source, "train": len(split.train), "test": len(split.test), "fit_seconds": fit_seconds}
     for scorer in ("search", "encoder"):
@@ -181,7 +181,7 @@ def main(argv: list[str] | None = None) -> int:
         split = one_class_split((args.speed_digit,), root=args.root, source=args.source, allow_download=args.allow_download, seed=args.seed)
         # the search's cost does not depend on how well the GAN is trained: a short training is enough here
         detector = AnoGAN.from_profile(args.profile, seed=args.seed, gan_steps=args.speed_train_steps, encoder_steps=0)
-        detector.fit(split.train, device=device, progress=args.progress)
+        detector.fit(split.train, held_out=split.holdout, device=device, progress=args.progress)
         steps = detector.hparams["search_steps"] if args.speed_steps is None else args.speed_steps
         speed = measure_speed(detector, split.test.images[: args.speed_images], steps, device, args.repeats)
         results["speed"] = {**speed, "source": split.source}

@@ -43,13 +43,14 @@ def _machine(threads: int) -> str:
 def run_accuracy(args: argparse.Namespace) -> dict[str, Any]:
     from adlearn.data import MVTecAD, builtin_dataset_root
     from adlearn.methods.draem import DRAEM
-    from adlearn.metrics import collect_predictions, compute_metrics, image_auroc_by_defect_type
-    from adlearn.profiles import parse_overrides, profile_settings, resolve_hparams
+    from adlearn.evaluation import collect_predictions, compute_metrics
+    from adlearn.metrics import image_auroc_by_defect_type
+    from adlearn.profiles import parse_overrides, profile_settings
 
     settings = profile_settings(args.profile)
     overrides = parse_overrides(args.set)
     # the size the networks train at, merged as DRAEM.from_profile merges it (without building the networks)
-    image_size = resolve_hparams(DRAEM.PROFILES, args.profile, owner="DRAEM", **overrides)["image_size"]
+    image_size = DRAEM.profile_config(args.profile, **overrides).image_size
     if settings.dataset == "builtin":
         root = builtin_dataset_root()
     else:
@@ -214,7 +215,8 @@ def run_speed(args: argparse.Namespace) -> dict[str, Any]:
                 torch.cuda.synchronize()
             stamps.append(time.perf_counter())
 
-        detector.fit(images, device=device, progress=False, synthesizer=synthesizer, callback=stamp, callback_every=1)
+        detector.synthesizer = synthesizer
+        detector.fit(images, device=device, progress=False, callback=stamp)
         results["train_batched_images_per_s"] = batch_size * timed / (stamps[-1] - stamps[warmup - 1])
 
         # the same networks and losses fed by the original data path (DataLoader workers, per-sample synthesis)

@@ -63,10 +63,15 @@ def test_network_arguments_are_checked():
 def test_training_records_losses_and_samples(split):
     seen = []
     detector = AnoGAN.from_profile("quick", gan_steps=6, encoder_steps=3)
-    detector.fit(split.train, progress=False, sample_callback=lambda step, images: seen.append((step, images)), sample_every=3, sample_count=5)
+    def watch(step, history):  # every 3rd GAN step, five samples from fixed latents
+        if step % 3 == 0 and step <= 6:
+            seen.append((step, detector.sample(5, seed=1)))
+
+    detector.fit(split.train, progress=False, callback=watch)
     assert [step for step, _ in seen] == [3, 6]
     assert all(images.shape == (5, 1, 28, 28) and 0 <= float(images.min()) <= float(images.max()) <= 1 for _, images in seen)
     assert list(detector.gan_history.index) == list(range(6))
+    assert list(detector.encoder_history.index) == list(range(3)) and detector.stage_steps_done == (6, 3)
     assert {"generator_loss", "discriminator_loss", "D(real)", "D(fake)"} <= set(detector.gan_history.columns)
     assert {"encoder_loss", "image_loss", "feature_loss"} <= set(detector.encoder_history.columns)
     assert not detector.generator.training and not detector.discriminator.training  # left ready to predict
@@ -131,7 +136,7 @@ def test_predict_contract_and_scorers(trained, split):
 
 def test_other_input_sizes_are_resized_and_maps_come_back_at_input_size():
     detector = AnoGAN(image_size=64, latent_dim=8, width=4, search_steps=2)
-    detector.gan_fitted = True  # shapes only: an untrained GAN is enough
+    detector.steps_done = 1  # shapes only: an (almost) untrained GAN is enough
     prediction = detector.predict(torch.rand(2, 1, 28, 28))
     assert prediction.maps.shape == (2, 1, 28, 28)
     assert detector.anomaly_scores(torch.rand(2, 1, 28, 28)).residual_map.shape == (2, 1, 64, 64)
@@ -164,7 +169,7 @@ def test_bad_input_is_rejected(trained):
     with pytest.raises(RuntimeError, match="not trained yet"):
         AnoGAN.from_profile("quick").predict(torch.rand(1, 1, 28, 28))
     untrained_encoder = AnoGAN.from_profile("quick")
-    untrained_encoder.gan_fitted = True
+    untrained_encoder.steps_done = 1  # one GAN step, no encoder step
     with pytest.raises(RuntimeError, match="needs a trained encoder"):
         untrained_encoder.predict(torch.rand(1, 1, 28, 28), scorer="encoder")
     with pytest.raises(ValueError, match=r"shape \[B, 1, H, W\]"):
@@ -177,5 +182,5 @@ def test_bad_input_is_rejected(trained):
         trained.predict(torch.rand(1, 1, 28, 28), scorer="knn")
     with pytest.raises(ValueError, match="steps must be an int >= 0"):
         latent_search(trained.generator, trained.discriminator, torch.rand(1, 1, 28, 28), steps=-1)
-    with pytest.raises(ValueError, match="train_dataset images"):
+    with pytest.raises(ValueError, match=r"AnoGAN.fit images must have shape \[B, 1, H, W\]"):
         AnoGAN.from_profile("quick").fit([{"image": torch.rand(3, 28, 28)}], progress=False)

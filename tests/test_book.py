@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from adlearn import notebook as nb_tools
+from adlearn import notebook_cells as nb_tools
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -34,7 +34,7 @@ def test_repository_address_is_read_from_config():
 
 def test_chapter_setup_cells_match_the_config():
     stale = nb_tools.stale_notebooks(nb_tools.chapter_notebooks(ROOT))
-    assert stale == [], f"run `python -m adlearn.notebook sync`; stale: {stale}"
+    assert stale == [], f"run `python -m adlearn.notebook_cells sync`; stale: {stale}"
 
 
 def test_sync_rewrites_only_the_setup_cell(tmp_path):
@@ -62,6 +62,22 @@ def test_sync_refuses_a_notebook_without_setup_cell(tmp_path):
                                 "metadata": {}, "nbformat": 4, "nbformat_minor": 5}))
     with pytest.raises(ValueError, match="not a set-up cell"):
         nb_tools.sync_notebooks([path], "https://example.org/r")
+
+
+@pytest.mark.parametrize("module", ["adlearn.notebook_cells", "adlearn.notebook"])
+def test_check_command_passes_under_its_new_and_its_old_name(module):
+    # `python -m adlearn.notebook check` is kept for old instructions; it forwards to adlearn.notebook_cells
+    result = subprocess.run([sys.executable, "-m", module, "check"], capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_old_names_in_adlearn_notebook_still_work():
+    from adlearn import notebook
+
+    for name in ("chapter_notebooks", "repository_url", "setup_cell_source", "stale_notebooks", "sync_notebooks",
+                 "main", "SETUP_CELL_TEMPLATE", "SETUP_CELL_MARKER", "REPO_ROOT"):
+        assert getattr(notebook, name) is getattr(nb_tools, name), name
+    assert callable(notebook.start_chapter) and callable(notebook.trained_model_path)
 
 
 def test_committed_notebooks_carry_outputs():

@@ -82,3 +82,22 @@ def test_fit_refuses_a_folder_as_out_before_training(builtin_root, tmp_path):
     with pytest.raises(SystemExit, match="is a folder; give a file name"):
         main(["fit", "draem", "--category", "grass", "--profile", "quick", "--root", str(builtin_root),
               "--out", str(tmp_path), "--overwrite"])
+
+
+def test_methods_lists_the_registry(capsys):
+    from adlearn import methods
+
+    assert main(["methods"]) == 0
+    names = [line.split()[0] for line in capsys.readouterr().out.strip().splitlines()]
+    assert names == methods.available() and {"anogan", "draem", "feature_knn"} <= set(names)
+
+
+def test_fit_then_evaluate_feature_knn_with_steps_flag(builtin_root, tmp_path, capsys):
+    model = tmp_path / "knn.pt"
+    assert main(["fit", "feature_knn", "--category", "washer", "--profile", "quick", "--root", str(builtin_root),
+                 "--out", str(model), "--steps", "0"]) == 0
+    capsys.readouterr()
+    assert main(["evaluate", "feature_knn", str(model), "--category", "washer", "--profile", "quick",
+                 "--root", str(builtin_root)]) == 0
+    import json
+    assert json.loads(capsys.readouterr().out)["image_auroc"] > 0.8  # pretrained features find the drawn defects

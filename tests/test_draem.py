@@ -159,7 +159,8 @@ def test_train_crop_trains_on_windows_and_predicts_whole_images(grass):
 
     detector.discriminative_net.forward = spy
     detector.fit(train, progress=False)
-    assert shapes == [(4, 6, 32, 32)] * 2
+    assert shapes[:2] == [(4, 6, 32, 32)] * 2  # training: windows
+    assert all(shape[-2:] == (64, 64) for shape in shapes[2:])  # calibration: whole held-out images
     prediction = detector.predict(torch.stack([test[i]["image"] for i in range(2)]))
     assert prediction.maps.shape == (2, 1, 64, 64)
     with pytest.raises(ValueError, match="train_crop must be None or a multiple of 32"):
@@ -175,7 +176,10 @@ def test_profiles_and_validation():
     assert DRAEM.INPUT_CHANNELS == 3
     for profile in ("quick", "book"):
         assert DRAEM.from_profile(profile).hparams["image_size"] % 32 == 0
-    paper = DRAEM.PROFILES["paper"]
+    assert DRAEM.PROFILES["paper"] == {}  # the paper's values are the Config's defaults
+    paper = DRAEM.from_profile("paper", reconstructive_width=4, discriminative_width=4).hparams
+    paper.update(reconstructive_width=128, discriminative_width=64)
+    assert paper == DRAEM.Config().__dict__
     assert (paper["image_size"], paper["reconstructive_width"], paper["discriminative_width"]) == (256, 128, 64)
     assert (paper["lr"], paper["batch_size"], paper["epochs"], paper["lr_gamma"]) == (1e-4, 8, 700, 0.2)
     assert paper["lr_milestones"] == (0.8, 0.9) and paper["score_filter_size"] == 21
@@ -224,7 +228,8 @@ def test_learning_rate_follows_the_multistep_schedule(grass):
         seen.append(images.shape)
         return synthesizer(images, generator)
 
-    detector.fit(train, progress=False, synthesizer=spy)
+    detector.synthesizer = spy
+    detector.fit(train, progress=False)
     assert seen == [(4, 3, 64, 64)] * 10  # one synthetic batch per step
     # x0.2 after 80 % and after 90 % of the steps
     rates = detector.history.to_frame()["lr"].tolist()
@@ -266,7 +271,7 @@ def test_predict_shapes_ranges_and_resizing(trained, grass):
         trained.predict(images[:, :1])
     with pytest.raises(ValueError, match=r"\[0, 1\]"):
         trained.predict(images * 3)
-    with pytest.raises(TypeError, match="unknown argument"):
+    with pytest.raises(TypeError, match="unexpected keyword argument 'epochz'"):
         trained.fit(grass[0], epochz=3)
 
 

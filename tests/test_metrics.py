@@ -11,7 +11,7 @@ import torch
 from sklearn import metrics as skm
 
 from adlearn import metrics
-from adlearn.methods.base import Prediction
+from adlearn.evaluation import TestPredictions
 
 # --------------------------------------------------------------------------- slow references
 
@@ -259,90 +259,15 @@ def test_bad_input_raises_clear_errors(call, message: str) -> None:
         call()
 
 
-# --------------------------------------------------------------------------- evaluate
+# --------------------------------------------------------------------------- per defect type
+# (running a detector over a data set is tested in tests/test_evaluation.py)
 
 
-class ThresholdDetector:
-    """A detector whose map is the image's red channel and whose score is the map's maximum."""
-
-    device = torch.device("cpu")
-
-    def __init__(self) -> None:
-        self.batch_sizes: list[int] = []
-
-    def predict(self, images: torch.Tensor) -> Prediction:
-        self.batch_sizes.append(images.shape[0])
-        maps = images[:, :1]
-        return Prediction(scores=maps.amax(dim=(1, 2, 3)), maps=maps)
-
-
-def make_dataset(count: int = 10, size: int = 16, seed: int = 0) -> list[dict]:
-    generator = torch.Generator().manual_seed(seed)
-    items = []
-    for index in range(count):
-        image = torch.rand(3, size, size, generator=generator) * 0.5
-        mask = torch.zeros(1, size, size)
-        label = index % 2
-        if label:
-            mask[:, 3 : 3 + index % 5 + 1, 4:9] = 1
-            image[0] += 0.4 * mask[0]
-        items.append(
-            {"image": image, "mask": mask, "label": label, "defect_type": "stain" if label else "good", "path": f"{index}.png"}
-        )
-    return items
-
-
-def test_evaluate_runs_in_batches_and_matches_the_metrics() -> None:
-    dataset = make_dataset()
-    detector = ThresholdDetector()
-    results = metrics.evaluate(detector, dataset, batch_size=4)
-    assert detector.batch_sizes == [4, 4, 2]
-    assert set(results) >= {"image_auroc", "pixel_auroc", "aupro", "image_f1_max", "pixel_ap"}
-    assert all(isinstance(value, float) for value in results.values())
-
-    predictions = metrics.collect_predictions(ThresholdDetector(), dataset, batch_size=3, keep_images=True)
-    maps = torch.stack([item["image"][0] for item in dataset]).numpy()
-    masks = torch.stack([item["mask"][0] for item in dataset]).numpy()
-    labels = np.array([item["label"] for item in dataset])
-    assert predictions.maps.shape == (10, 16, 16) and predictions.masks.dtype == bool
-    assert predictions.images.shape == (10, 3, 16, 16)
-    assert predictions.defect_types[:2] == ["good", "stain"] and predictions.paths[3] == "3.png"
-    np.testing.assert_array_equal(predictions.labels, labels)
-    assert results["image_auroc"] == pytest.approx(skm.roc_auc_score(labels, maps.max(axis=(1, 2))))
-    assert results["pixel_auroc"] == pytest.approx(skm.roc_auc_score(masks.ravel(), maps.ravel()))
-    assert results["aupro"] == pytest.approx(reference_aupro(maps.astype(np.float64), masks > 0, 0.3), abs=1e-6)
-    assert metrics.compute_metrics(predictions) == pytest.approx(results)
-
-
-def test_evaluate_without_defect_pixels_gives_nan_pixel_metrics() -> None:
-    dataset = make_dataset()
-    for item in dataset:
-        item["mask"] = torch.zeros_like(item["mask"])
-    with pytest.warns(UserWarning, match="no mask"):
-        results = metrics.evaluate(ThresholdDetector(), dataset)
-    assert math.isnan(results["aupro"]) and math.isnan(results["pixel_auroc"])
-    assert 0 <= results["image_auroc"] <= 1
-
-
-def test_evaluate_rejects_wrong_map_size_and_items() -> None:
-    class SmallMaps(ThresholdDetector):
-        def predict(self, images: torch.Tensor) -> Prediction:
-            maps = images[:, :1, ::2, ::2]
-            return Prediction(scores=maps.amax(dim=(1, 2, 3)), maps=maps)
-
-    with pytest.raises(ValueError, match="input resolution"):
-        metrics.evaluate(SmallMaps(), make_dataset())
-    with pytest.raises(KeyError, match="mask"):
-        metrics.evaluate(ThresholdDetector(), [{"image": torch.zeros(3, 4, 4), "label": 0}])
-    with pytest.raises(ValueError, match="batch_size"):
-        metrics.evaluate(ThresholdDetector(), make_dataset(), batch_size=0)
-
-
-def _typed_predictions(scores: list[float], types: list[str]) -> metrics.TestPredictions:
+def _typed_predictions(scores: list[float], types: list[str]) -> TestPredictions:
     labels = np.array([0 if name == "good" else 1 for name in types])
     blank = np.zeros((len(types), 2, 2), np.float32)
-    return metrics.TestPredictions(scores=np.array(scores), maps=blank, labels=labels, masks=blank.astype(bool),
-                                   defect_types=types)
+    return TestPredictions(scores=np.array(scores), maps=blank, labels=labels, masks=blank.astype(bool),
+                           defect_types=types)
 
 
 def test_image_auroc_by_defect_type_ranks_good_images_against_each_type() -> None:

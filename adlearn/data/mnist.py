@@ -1,7 +1,9 @@
 """Handwritten digits for the AnoGAN chapter: MNIST, or an offline stand-in that says so.
 
 MNIST (LeCun et al., 60,000 training and 10,000 test images of 28×28 pixels) is
-read through ``torchvision.datasets.MNIST`` when its files are on disk, or
+read through ``torchvision.datasets.MNIST`` when its files are on disk, from a
+local copy of the raw IDX files (``<folder>/mnist/*.gz``, found by
+:func:`adlearn.data.paths.find_local_copy`, e.g. through ``$ADLEARN_LOCAL_DATA``), or
 downloaded when ``allow_download=True`` and the network answers within a short
 time-out.  Without both, :func:`load_digits` falls back to scikit-learn's
 bundled handwritten digits (1,797 images of 8×8 pixels with 17 grey levels),
@@ -26,6 +28,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import gzip
 import socket
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,7 +39,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 
-from adlearn.data.paths import default_data_root
+from adlearn.data.paths import default_data_root, find_local_copy, mnist_file
 
 SOURCES: tuple[str, ...] = ("auto", "mnist", "sklearn")
 SPLITS: tuple[str, ...] = ("train", "test")
@@ -164,8 +167,55 @@ def _network_answers(timeout: float) -> bool:
     return False
 
 
-def _load_mnist(root: Path, split: str, allow_download: bool, timeout: float) -> DigitImages:
-    """MNIST through torchvision from ``root/MNIST/raw``; downloads only when allowed and reachable."""
+def read_idx(path: str | Path, header_only: bool = False) -> tuple[int, ...] | np.ndarray:
+    """An unsigned-byte IDX file of MNIST (gzipped or not) as a uint8 array, or only its shape.
+
+    torchvision's own reader opens uncompressed files only, and a local copy keeps
+    the published ``.gz`` files as they are.
+
+    Raises:
+        OSError: the file is not an unsigned-byte IDX file, or is truncated; the message names it.
+    """
+    path = Path(path)
+    opener = gzip.open if path.suffix == ".gz" else open
+    try:
+        with opener(path, "rb") as handle:
+            magic = handle.read(4)
+            if len(magic) != 4 or magic[:3] != b"\x00\x00\x08" or not 1 <= magic[3] <= 3:
+                raise OSError("not an unsigned-byte IDX file")
+            shape = tuple(int(v) for v in np.frombuffer(handle.read(4 * magic[3]), dtype=">u4"))
+            if header_only:
+                return shape
+            data = np.frombuffer(handle.read(), dtype=np.uint8)
+    except (OSError, EOFError, ValueError) as error:  # gzip raises BadGzipFile (an OSError) and EOFError
+        raise OSError(f"cannot read the MNIST file {path}: {error}") from error
+    if data.size != int(np.prod(shape)):
+        raise OSError(
+            f"cannot read the MNIST file {path}: {data.size} bytes of data, expected {int(np.prod(shape))} for shape {shape}."
+        )
+    return data.reshape(shape)
+
+
+def _load_local_mnist(folder: Path, split: str) -> DigitImages:
+    """MNIST from a local copy of its four IDX files (``.gz`` or not)."""
+    prefix = "train" if split == "train" else "t10k"
+    images = read_idx(mnist_file(folder, f"{prefix}-images-idx3-ubyte"))
+    digits = read_idx(mnist_file(folder, f"{prefix}-labels-idx1-ubyte"))
+    return DigitImages(
+        images=torch.from_numpy(images.copy()).unsqueeze(1).float() / 255.0,
+        digits=torch.from_numpy(digits.astype(np.int64)),
+        source="mnist",
+        split=split,
+    )
+
+
+def _load_mnist(
+    root: Path, split: str, allow_download: bool, timeout: float, local: Path | None = None
+) -> tuple[DigitImages, Path]:
+    """MNIST through torchvision from ``root/MNIST/raw``, else from the local copy ``local``, else downloaded.
+
+    Downloads only when allowed and reachable. Returns the digits and the folder they came from.
+    """
     from torchvision.datasets import MNIST
 
     raw_folder = root / "MNIST" / "raw"
@@ -173,10 +223,13 @@ def _load_mnist(root: Path, split: str, allow_download: bool, timeout: float) ->
     try:
         dataset = MNIST(str(root), train=train, download=False)
     except RuntimeError:
+        if local is not None:
+            return _load_local_mnist(local, split), local
         if not allow_download:
             raise FileNotFoundError(
                 f"MNIST files not found in {raw_folder} (expected train-images-idx3-ubyte, train-labels-idx1-ubyte, "
-                "t10k-images-idx3-ubyte, t10k-labels-idx1-ubyte); pass allow_download=True to download them."
+                "t10k-images-idx3-ubyte, t10k-labels-idx1-ubyte); pass allow_download=True to download them, or set "
+                "ADLEARN_LOCAL_DATA to a folder holding a local copy mnist/*.gz (root=None only)."
             ) from None
         if not _network_answers(timeout):
             raise ConnectionError(f"MNIST is not in {raw_folder} and its download hosts did not answer within {timeout} s.")
@@ -186,7 +239,7 @@ def _load_mnist(root: Path, split: str, allow_download: bool, timeout: float) ->
         except Exception as error:  # urllib raises URLError, TimeoutError, RuntimeError (bad checksum), ...
             raise ConnectionError(f"downloading MNIST into {raw_folder} failed: {error}") from error
     images = dataset.data.unsqueeze(1).float() / 255.0
-    return DigitImages(images=images, digits=dataset.targets.long(), source="mnist", split=split)
+    return DigitImages(images=images, digits=dataset.targets.long(), source="mnist", split=split), raw_folder
 
 
 @functools.lru_cache(maxsize=1)
@@ -230,7 +283,8 @@ def load_digits(
     Args:
         split: ``"train"`` or ``"test"``.
         root: folder holding ``MNIST/raw/`` (torchvision's layout); default
-            :func:`adlearn.data.paths.default_data_root` (``$ADLEARN_DATA``, the checkout's ``data/``, ...).
+            :func:`adlearn.data.paths.default_data_root` (``$ADLEARN_DATA``, the checkout's ``data/``, ...),
+            and then, only for this default, a local copy (``find_local_copy("mnist")``).
         source: ``"mnist"`` (fail if unavailable), ``"sklearn"`` (the offline stand-in), or
             ``"auto"`` (MNIST when available, else the stand-in, with a printed notice).
         allow_download: try to download MNIST when its files are missing.
@@ -248,10 +302,12 @@ def load_digits(
         raise ValueError(f"source must be one of {SOURCES}, got {source!r}.")
     if timeout <= 0:
         raise ValueError(f"timeout must be positive (seconds), got {timeout}.")
+    # An explicit root means exactly that folder; the default also looks for local copies.
+    local = find_local_copy("mnist") if root is None else None
     root = Path(root) if root is not None else default_data_root()
     if source in ("auto", "mnist"):
         try:
-            digits = _load_mnist(root, split, allow_download, timeout)
+            digits, where = _load_mnist(root, split, allow_download, timeout, local)
         except (FileNotFoundError, ConnectionError) as error:
             if source == "mnist":
                 raise
@@ -263,7 +319,7 @@ def load_digits(
                 )
             return _load_sklearn(split)
         if verbose:
-            print(f"MNIST {split} split: {len(digits)} images from {root / 'MNIST' / 'raw'}")
+            print(f"MNIST {split} split: {len(digits)} images from {where}")
         return digits
     digits = _load_sklearn(split)
     if verbose:

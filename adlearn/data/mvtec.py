@@ -35,7 +35,7 @@ from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset
 
 from adlearn.data.download import download_file, extract_archive
-from adlearn.data.paths import default_data_root
+from adlearn.data.paths import default_data_root, find_local_copies
 
 IMAGE_SUFFIXES: tuple[str, ...] = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 GOOD = "good"
@@ -163,8 +163,11 @@ def read_image(path: str | Path) -> Image.Image:
         raise OSError(f"cannot read image file {path}: {error}") from error
 
 
-def read_mask(path: str | Path) -> Image.Image:
-    """Open a mask file as a binary single-channel image (0 or 255; any non-zero value counts).
+def read_mask(path: str | Path, threshold: int = 0) -> Image.Image:
+    """Open a mask file as a binary single-channel image (0 or 255; values above ``threshold`` count).
+
+    MVTec AD stores 0 and 255, so any non-zero value is a defect pixel by default;
+    masks with soft edges (Magnetic Tile Defects) use ``threshold=127``.
 
     Raises:
         OSError: the file cannot be read as an image; the message names the path.
@@ -179,7 +182,7 @@ def read_mask(path: str | Path) -> Image.Image:
         raise OSError(f"cannot read mask file {path}: {error}") from error
     if values.ndim == 3:  # colour masks: any non-zero colour channel marks a defect pixel
         values = values[..., 0] if readable.mode == "LA" else values[..., :3].max(axis=2)
-    return Image.fromarray((values > 0).astype(np.uint8) * 255)
+    return Image.fromarray((values > threshold).astype(np.uint8) * 255)
 
 
 def _size_tuple(image_size: int | tuple[int, int] | None) -> tuple[int, int] | None:
@@ -238,6 +241,9 @@ class MVTecAD(Dataset):
         >>> train[0]["image"].shape  # doctest: +SKIP
         torch.Size([3, 256, 256])
     """
+
+    #: mask values above this are defect pixels (see :func:`read_mask`)
+    mask_threshold: int = 0
 
     def __init__(
         self,
@@ -324,7 +330,7 @@ class MVTecAD(Dataset):
         sample = self.samples[index]
         image = read_image(sample.path)
         if sample.mask_path is not None:
-            mask = read_mask(sample.mask_path)
+            mask = read_mask(sample.mask_path, self.mask_threshold)
             if mask.size != image.size:
                 raise ValueError(
                     f"mask {sample.mask_path} is {mask.size[0]}x{mask.size[1]} (width x height) but its "
@@ -415,7 +421,10 @@ def download_mvtec(
     verified by the CRC check built into their ``.xz`` container while unpacking.
 
     Args:
-        root: destination folder; default ``default_data_root() / "mvtec_ad"``.
+        root: destination folder; default ``default_data_root() / "mvtec_ad"``, unless a
+            local copy (:func:`adlearn.data.paths.find_local_copies`, e.g. through
+            ``$ADLEARN_LOCAL_DATA``) holds every requested category: then nothing is
+            downloaded and that copy is returned.
         categories: names from :data:`MVTEC_CATEGORIES` (one name or several); default all 15.
         per_category: download one archive per category instead of the whole archive.
         keep_archive: keep the downloaded archive(s) after unpacking (an archive that
@@ -432,6 +441,7 @@ def download_mvtec(
         ConnectionError / ChecksumError / OSError: the download failed, its digest was
             wrong, or the archive is damaged; each message says what to do.
     """
+    explicit_root = root is not None
     root = Path(root).expanduser() if root is not None else default_data_root() / "mvtec_ad"
     if categories is None:
         wanted = list(MVTEC_CATEGORIES)
@@ -441,6 +451,10 @@ def download_mvtec(
     if unknown:
         raise ValueError(f"unknown MVTec AD categories {unknown}; expected names from {list(MVTEC_CATEGORIES)}.")
 
+    if not explicit_root:
+        for copy in find_local_copies("mvtec_ad"):
+            if all(_category_is_complete(copy / category) for category in wanted):
+                return copy
     print(MVTEC_LICENSE_NOTICE)
     root.mkdir(parents=True, exist_ok=True)
     missing = []

@@ -8,6 +8,10 @@ The root is, in this order of preference:
    package), so the built-in data set lands beside the notebooks and stays
    git-ignored;
 3. ``~/.cache/adlearn`` otherwise (a pip-installed adlearn, e.g. on Colab).
+
+Local copies of public data sets (e.g. on a machine without a network) are found
+by :func:`find_local_copy` in the data root and in the folders named by
+``$ADLEARN_LOCAL_DATA``; every loader asks it before downloading.
 """
 
 from __future__ import annotations
@@ -48,3 +52,88 @@ def default_data_root() -> Path:
     if checkout is not None:
         return checkout / "data"
     return Path.home() / ".cache" / "adlearn"
+
+
+# --------------------------------------------------------------------------- local copies
+
+LOCAL_DATA_ENV_VAR = "ADLEARN_LOCAL_DATA"
+
+#: The data sets a local copy can hold, each with the folder names it may have (the first is
+#: the canonical one, used in the data root): ``<folder>/mnist/*.gz`` (the raw IDX files),
+#: ``<folder>/dtd/images/<class>/``, ``<folder>/magnetic-tile/MT_*/`` and ``<folder>/mvtec_ad/<category>/``.
+LOCAL_COPY_FOLDERS: dict[str, tuple[str, ...]] = {
+    "mnist": ("mnist",),
+    "dtd": ("dtd",),
+    "magnetic-tile": ("magnetic-tile",),
+    "mvtec_ad": ("mvtec_ad", "mvtec"),
+}
+#: MNIST's four IDX files; a local copy may hold each one gzipped (``<name>.gz``) or not.
+MNIST_FILES: tuple[str, ...] = (
+    "train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte",
+)
+
+
+def local_data_folders() -> list[Path]:
+    """The folders named by ``$ADLEARN_LOCAL_DATA`` (separated by ``os.pathsep``), in order; empty entries skipped."""
+    entries = os.environ.get(LOCAL_DATA_ENV_VAR, "").split(os.pathsep)
+    return [Path(entry.strip()).expanduser().resolve() for entry in entries if entry.strip()]
+
+
+def mnist_file(folder: Path, name: str) -> Path | None:
+    """``folder/name`` or ``folder/name.gz``, whichever is a file (the uncompressed one first)."""
+    for candidate in (folder / name, folder / f"{name}.gz"):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def looks_like(name: str, folder: str | Path) -> bool:
+    """Whether ``folder`` has the layout of data set ``name`` (a key of :data:`LOCAL_COPY_FOLDERS`).
+
+    Cheap checks on names only (no file is read), so a stale or empty folder does not
+    hide a good copy further down the search path; the loaders check the contents.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        return False
+    if name == "mnist":
+        return all(mnist_file(folder, file) is not None for file in MNIST_FILES)
+    if name == "dtd":
+        return (folder / "images").is_dir()
+    if name == "magnetic-tile":
+        return any(child.is_dir() for child in folder.glob("MT_*"))
+    if name == "mvtec_ad":
+        return any((child / "train").is_dir() or (child / "test").is_dir() for child in folder.iterdir() if child.is_dir())
+    raise ValueError(f"unknown data set {name!r}; expected one of {list(LOCAL_COPY_FOLDERS)}.")
+
+
+def find_local_copies(name: str) -> list[Path]:
+    """Every folder holding data set ``name``: in the data root, then in each ``$ADLEARN_LOCAL_DATA`` folder.
+
+    The data root comes first, so what was downloaded or imported there
+    (``python -m adlearn data import``) wins over the environment's copies.
+
+    Args:
+        name: ``"mnist"``, ``"dtd"``, ``"magnetic-tile"`` or ``"mvtec_ad"``.
+
+    Returns:
+        The folders (``<base>/<folder name>``) that pass :func:`looks_like`, without duplicates.
+    """
+    if name not in LOCAL_COPY_FOLDERS:
+        raise ValueError(f"unknown data set {name!r}; expected one of {list(LOCAL_COPY_FOLDERS)}.")
+    found: list[Path] = []
+    for base in [default_data_root(), *local_data_folders()]:
+        for folder_name in LOCAL_COPY_FOLDERS[name]:
+            candidate = base / folder_name
+            if candidate not in found and looks_like(name, candidate):
+                found.append(candidate)
+    return found
+
+
+def find_local_copy(name: str) -> Path | None:
+    """The first folder :func:`find_local_copies` finds for data set ``name``, or ``None``.
+
+    Every loader asks this before it downloads anything.
+    """
+    copies = find_local_copies(name)
+    return copies[0] if copies else None

@@ -30,7 +30,7 @@ import numpy as np
 import torch
 
 from adlearn.data.download import download_file, extract_archive
-from adlearn.data.paths import default_data_root
+from adlearn.data.paths import default_data_root, find_local_copy
 
 __all__ = [
     "DTD_URL",
@@ -146,7 +146,8 @@ def load_texture_images(
     Args:
         root: data root holding ``dtd/images/<class>/*.jpg`` (also accepted: the
             ``dtd`` folder or the ``images`` folder itself); default
-            :func:`adlearn.data.default_data_root`.
+            :func:`adlearn.data.default_data_root`, then a local copy
+            (``find_local_copy("dtd")``, e.g. through ``$ADLEARN_LOCAL_DATA``).
         image_size: side of the square textures (images are resized, as DRÆM does).
         count: how many; a random subset when DTD has more (default: all of DTD,
             or 48 stand-in textures).
@@ -172,6 +173,9 @@ def load_texture_images(
         generator = torch.Generator().manual_seed(0 if seed is None else int(seed))
     searched = Path(root).expanduser() if root is not None else default_data_root()
     images_dir = find_dtd_images(searched)
+    if images_dir is None and root is None:  # the default also looks for local copies ($ADLEARN_LOCAL_DATA)
+        local = find_local_copy("dtd")
+        images_dir = find_dtd_images(local) if local is not None else None
     if images_dir is not None:
         paths = dtd_image_paths(images_dir)
         if not paths:

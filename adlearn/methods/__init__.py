@@ -1,12 +1,25 @@
 """The methods of the book, each following the Detector contract (:mod:`adlearn.methods.base`).
 
-``METHODS`` maps the command-line name of each method to its class.
+Every method registers itself by name: ``available()`` lists the names,
+``get(name)`` returns the class, so the command line, the benchmarks and the
+notebooks drive any method without a hand-written list.
 """
 
-from adlearn.methods.anogan import AnoGAN
-from adlearn.methods.base import Detector, Prediction, check_images
-from adlearn.methods.draem import DRAEM
+from adlearn.methods.base import (
+    Detector,
+    DetectorConfig,
+    Prediction,
+    TrainingPlan,
+    available,
+    check_images,
+    get,
+    register,
+)
+from adlearn.methods.anogan import AnoGAN  # noqa: E402  (importing a method registers it)
+from adlearn.methods.draem import DRAEM  # noqa: E402
+from adlearn.methods.feature_knn import FeatureKNN  # noqa: E402
 
-METHODS: dict[str, type[Detector]] = {"anogan": AnoGAN, "draem": DRAEM}
-
-__all__ = ["METHODS", "AnoGAN", "DRAEM", "Detector", "Prediction", "check_images"]
+__all__ = [
+    "AnoGAN", "DRAEM", "Detector", "DetectorConfig", "FeatureKNN", "Prediction", "TrainingPlan",
+    "available", "check_images", "get", "register",
+]

@@ -41,9 +41,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from adlearn.methods.base import Detector, Prediction, check_images
-from adlearn.runtime import pick_device
-from adlearn.train import Trainer, random_batches, stack_images
+from adlearn.methods.base import (
+    Detector, DetectorConfig, Prediction, TrainingPlan, check_images, register, resize_images, resize_maps,
+)
+from adlearn.train import random_batches
 
 IMAGE_SIZES: tuple[int, ...] = (28, 64)
 SCORERS: tuple[str, ...] = ("search", "encoder")
@@ -364,197 +365,184 @@ def latent_search_per_image(
     return concat_scores(results)
 
 
-class AnoGAN(Detector):
-    """AnoGAN as a :class:`~adlearn.methods.base.Detector`, with an f-AnoGAN encoder as a fast scorer.
+@dataclass(frozen=True)
+class AnoGANConfig(DetectorConfig):
+    """AnoGAN's hyper-parameters; the defaults are DCGAN's and AnoGAN's published settings.
 
-    Args:
-        image_size: the DCGAN variant, 28 or 64; inputs of another size are resized to it.
-        latent_dim: size of ``z``.
-        width: base channel width ``w`` of the networks.
+    Attributes:
+        image_size: the DCGAN variant, 28 or 64 (paper: 64, digits scaled up); inputs of another
+            size are resized to it.
+        latent_dim: size of ``z`` (100).
+        width: base channel width ``w`` of the networks (64).
         gan_steps: GAN training steps (one discriminator and one generator update each).
-        batch_size: training batch size.
-        generator_lr, discriminator_lr: Adam learning rates.
-        adam_betas: Adam's betas for both GAN optimisers (DCGAN: ``(0.5, 0.999)``).
+        batch_size: training batch size (64).
+        generator_lr, discriminator_lr: Adam learning rates (DCGAN: 2e-4).
+        adam_betas: Adam's betas for the optimisers (DCGAN: ``(0.5, 0.999)``).
         encoder_steps: encoder training steps after the GAN (0 = no encoder).
         encoder_lr: Adam learning rate of the encoder.
         feature_weight: κ in the encoder loss ``MSE(x, G(E(x))) + κ·MSE(f(x), f(G(E(x))))``.
-        search_steps: latent-search steps per prediction (the paper's Γ).
+        search_steps: latent-search steps per prediction (the paper's Γ = 500).
         search_lr: Adam learning rate on ``z``.
         discrimination_weight: λ of the score ``(1 − λ)·R + λ·D`` (the paper's 0.1).
         search_batch_size: search at most this many images at once (GPU memory; ``None`` = all).
             The scores do not depend on it beyond floating-point rounding.
         scorer: ``"search"`` (AnoGAN) or ``"encoder"`` (one forward pass through ``E``).
-        seed: seeds the networks' initialisation, training and the search's starting latents,
-            so predictions repeat exactly, also after ``save``/``load``.
+    """
+
+    image_size: int = 64
+    latent_dim: int = 100
+    width: int = 64
+    gan_steps: int = 10000
+    batch_size: int = 64
+    generator_lr: float = 2e-4
+    discriminator_lr: float = 2e-4
+    adam_betas: tuple[float, float] = (0.5, 0.999)
+    encoder_steps: int = 10000
+    encoder_lr: float = 1e-4
+    feature_weight: float = 1.0
+    search_steps: int = 500
+    search_lr: float = 0.01
+    discrimination_weight: float = 0.1
+    search_batch_size: int | None = 2500
+    scorer: str = "search"
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        object.__setattr__(self, "adam_betas", tuple(self.adam_betas))
+        _check_architecture(self.image_size, self.latent_dim, self.width, 1)
+        if self.scorer not in SCORERS:
+            raise ValueError(f"scorer must be one of {SCORERS}, got {self.scorer!r}.")
+        _check_search_settings(self.search_steps, self.search_lr, self.discrimination_weight)
+        for name, least in (("gan_steps", 0), ("encoder_steps", 0), ("batch_size", 1)):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < least:
+                raise ValueError(f"{name} must be an int >= {least}, got {value!r}.")
+        if self.search_batch_size is not None and (not isinstance(self.search_batch_size, int) or self.search_batch_size < 1):
+            raise ValueError(f"search_batch_size must be an int >= 1 or None, got {self.search_batch_size!r}.")
+
+
+@register("anogan")
+class AnoGAN(Detector):
+    """AnoGAN as a :class:`~adlearn.methods.base.Detector`, with an f-AnoGAN encoder as a fast scorer.
+
+    Hyper-parameters: :class:`AnoGANConfig`. Networks: ``networks["generator"]``,
+    ``["discriminator"]`` and ``["encoder"]``.
+
+    **Training budget.** ``fit(train, steps=N)`` counts optimiser steps of both
+    stages together: the GAN first (one discriminator and one generator update per
+    step), then the encoder with the GAN frozen. The default ``N`` is
+    ``gan_steps + encoder_steps``; another ``N`` is split in the same proportion
+    (``round(N * gan_steps / (gan_steps + encoder_steps))`` GAN steps, at least one, the rest
+    encoder steps).
+    The seed fixes the networks' initialisation, training and the search's starting
+    latents, so predictions repeat exactly, also after ``save``/``load``.
 
     Example:
         >>> detector = AnoGAN.from_profile("quick")
-        >>> detector.fit(split.train)                        # doctest: +SKIP
-        >>> prediction = detector.predict(split.test.images)  # doctest: +SKIP
+        >>> detector.fit(split.train, held_out=split.holdout)   # doctest: +SKIP
+        >>> prediction = detector.predict(split.test.images)    # doctest: +SKIP
     """
 
+    Config: ClassVar[type[AnoGANConfig]] = AnoGANConfig
     INPUT_CHANNELS: ClassVar[int] = 1
     PROFILES: ClassVar[Mapping[str, Mapping[str, Any]]] = {
         # seconds on 2 CPU cores: proves the code path
         "quick": dict(
             image_size=28, latent_dim=16, width=8, gan_steps=120, batch_size=32, generator_lr=2e-3,
-            discriminator_lr=2e-3, adam_betas=(0.5, 0.999), encoder_steps=80, encoder_lr=3e-3,
-            feature_weight=1.0, search_steps=25, search_lr=0.1, discrimination_weight=0.1,
-            search_batch_size=None, scorer="search", seed=0,
+            discriminator_lr=2e-3, encoder_steps=80, encoder_lr=3e-3, search_steps=25, search_lr=0.1,
+            search_batch_size=None,
         ),
         # minutes on 2 CPU cores, on MNIST or its offline stand-in
         "book": dict(
-            image_size=28, latent_dim=32, width=16, gan_steps=1500, batch_size=64, generator_lr=1e-3,
-            discriminator_lr=1e-3, adam_betas=(0.5, 0.999), encoder_steps=600, encoder_lr=1e-3,
-            feature_weight=1.0, search_steps=100, search_lr=0.05, discrimination_weight=0.1,
-            search_batch_size=None, scorer="search", seed=0,
+            image_size=28, latent_dim=32, width=16, gan_steps=1500, generator_lr=1e-3, discriminator_lr=1e-3,
+            encoder_steps=600, encoder_lr=1e-3, search_steps=100, search_lr=0.05, search_batch_size=None,
         ),
         # DCGAN's and AnoGAN's settings: 64×64, z of 100, width 64, Γ = 500; MNIST on a GPU
-        "paper": dict(
-            image_size=64, latent_dim=100, width=64, gan_steps=10000, batch_size=64, generator_lr=2e-4,
-            discriminator_lr=2e-4, adam_betas=(0.5, 0.999), encoder_steps=10000, encoder_lr=1e-4,
-            feature_weight=1.0, search_steps=500, search_lr=0.01, discrimination_weight=0.1,
-            search_batch_size=2500, scorer="search", seed=0,
-        ),
+        "paper": {},
     }
 
-    def __init__(
-        self,
-        *,
-        image_size: int = 28,
-        latent_dim: int = 32,
-        width: int = 16,
-        gan_steps: int = 1500,
-        batch_size: int = 64,
-        generator_lr: float = 1e-3,
-        discriminator_lr: float = 1e-3,
-        adam_betas: tuple[float, float] = (0.5, 0.999),
-        encoder_steps: int = 600,
-        encoder_lr: float = 1e-3,
-        feature_weight: float = 1.0,
-        search_steps: int = 100,
-        search_lr: float = 0.05,
-        discrimination_weight: float = 0.1,
-        search_batch_size: int | None = None,
-        scorer: str = "search",
-        seed: int = 0,
-    ) -> None:
-        _check_architecture(image_size, latent_dim, width, 1)
-        if scorer not in SCORERS:
-            raise ValueError(f"scorer must be one of {SCORERS}, got {scorer!r}.")
-        _check_search_settings(search_steps, search_lr, discrimination_weight)
-        for name, value, least in (("gan_steps", gan_steps, 0), ("encoder_steps", encoder_steps, 0), ("batch_size", batch_size, 1)):
-            if not isinstance(value, int) or value < least:
-                raise ValueError(f"{name} must be an int >= {least}, got {value!r}.")
-        if search_batch_size is not None and (not isinstance(search_batch_size, int) or search_batch_size < 1):
-            raise ValueError(f"search_batch_size must be an int >= 1 or None, got {search_batch_size!r}.")
-        super().__init__(
-            image_size=image_size, latent_dim=latent_dim, width=width, gan_steps=gan_steps, batch_size=batch_size,
-            generator_lr=generator_lr, discriminator_lr=discriminator_lr, adam_betas=tuple(adam_betas),
-            encoder_steps=encoder_steps, encoder_lr=encoder_lr, feature_weight=feature_weight,
-            search_steps=search_steps, search_lr=search_lr, discrimination_weight=discrimination_weight,
-            search_batch_size=search_batch_size, scorer=scorer, seed=seed,
-        )
-        with torch.random.fork_rng(devices=[]):  # seeded initialisation without touching the caller's random state
-            torch.manual_seed(seed)
-            self.generator = DCGANGenerator(latent_dim, width, image_size)
-            self.discriminator = DCGANDiscriminator(width, image_size)
-            self.encoder = LatentEncoder(latent_dim, width, image_size)
-        for module in (self.generator, self.discriminator, self.encoder):
-            module.eval()
-        self.gan_fitted = False
-        self.encoder_fitted = False
-        self.gan_history = pd.DataFrame()
-        self.encoder_history = pd.DataFrame()
+    config: AnoGANConfig
+
+    def build_networks(self) -> dict[str, nn.Module]:
+        c = self.config
+        self.planned_stages = (c.gan_steps, c.encoder_steps)  # set again by each fit (see split_steps)
+        return {
+            "generator": DCGANGenerator(c.latent_dim, c.width, c.image_size),
+            "discriminator": DCGANDiscriminator(c.width, c.image_size),
+            "encoder": LatentEncoder(c.latent_dim, c.width, c.image_size),
+        }
+
+    @property
+    def generator(self) -> DCGANGenerator:
+        return self.networks["generator"]
+
+    @property
+    def discriminator(self) -> DCGANDiscriminator:
+        return self.networks["discriminator"]
+
+    @property
+    def encoder(self) -> LatentEncoder:
+        return self.networks["encoder"]
+
+    @property
+    def stage_steps_done(self) -> tuple[int, int]:
+        """GAN and encoder steps trained so far."""
+        gan_steps = self.planned_stages[0]
+        return min(self.steps_done, gan_steps), max(0, self.steps_done - gan_steps)
+
+    @property
+    def gan_fitted(self) -> bool:
+        return self.stage_steps_done[0] > 0
+
+    @property
+    def encoder_fitted(self) -> bool:
+        return self.stage_steps_done[1] > 0
 
     # ----------------------------------------------------------------- training
-    def fit(
-        self,
-        train_dataset: Any,
-        *,
-        device: Any = None,
-        progress: bool = True,
-        gan_steps: int | None = None,
-        encoder_steps: int | None = None,
-        sample_callback: SampleCallback | None = None,
-        sample_every: int = 0,
-        sample_count: int = 16,
-    ) -> "AnoGAN":
-        """Train the GAN on normal images, then the encoder with the GAN frozen.
+    def default_steps(self, num_images: int) -> int:
+        return self.config.gan_steps + self.config.encoder_steps
 
-        Args:
-            train_dataset: items with ``image`` ``[1, H, W]`` in ``[0, 1]`` (normal images only).
-            device: where to train; default CUDA when available, else CPU.
-            progress: show progress bars.
-            gan_steps, encoder_steps: replace the hyper-parameters' budgets for this call.
-            sample_callback: called as ``sample_callback(step, images)`` every ``sample_every``
-                GAN steps with ``sample_count`` generated images ``[n, 1, S, S]`` in ``[0, 1]``
-                from fixed latents, to watch the generator learn.
-            sample_every: how often to call ``sample_callback`` (0 = never).
-            sample_count: how many images each call gets.
+    def split_steps(self, steps: int) -> tuple[int, int]:
+        """``(gan_steps, encoder_steps)`` of a ``fit`` with ``steps`` optimiser steps (see the class docstring)."""
+        c = self.config
+        total = c.gan_steps + c.encoder_steps
+        if steps == total or total == 0:
+            return (c.gan_steps, c.encoder_steps) if total else (steps, 0)
+        gan = int(round(steps * c.gan_steps / total))
+        if c.gan_steps and steps:
+            gan = max(gan, 1)  # scoring needs a generator: a short run trains the GAN first
+        return gan, steps - gan
 
-        The loss histories are kept in :attr:`gan_history` and :attr:`encoder_history`.
-        """
-        hp = self.hparams
-        gan_steps = hp["gan_steps"] if gan_steps is None else gan_steps
-        encoder_steps = hp["encoder_steps"] if encoder_steps is None else encoder_steps
-        for name, value in (("gan_steps", gan_steps), ("encoder_steps", encoder_steps), ("sample_every", sample_every)):
-            if not isinstance(value, int) or value < 0:
-                raise ValueError(f"{name} must be a non-negative int, got {value!r}.")
-        self.device = pick_device(device)
-        images = self._prepare(stack_images(train_dataset), "train_dataset images").to(self.device)
-        real = to_network(images)
-        batch_size = min(hp["batch_size"], real.shape[0])
-        index_generator = torch.Generator().manual_seed(hp["seed"])
-        noise_generator = torch.Generator(device=self.device).manual_seed(hp["seed"])
-        batches = random_batches(real, batch_size, index_generator)
-        for module in (self.generator, self.discriminator, self.encoder):
-            module.to(self.device)
-        if gan_steps > 0:
-            self.gan_history = self._fit_gan(batches, batch_size, gan_steps, noise_generator, progress, sample_callback, sample_every, sample_count)
-            self.gan_fitted = True
-        if encoder_steps > 0:
-            self.encoder_history = self._fit_encoder(batches, encoder_steps, progress)
-            self.encoder_fitted = True
-        return self
-
-    def _fit_gan(
-        self,
-        batches: Iterator[torch.Tensor],
-        batch_size: int,
-        steps: int,
-        noise_generator: torch.Generator,
-        progress: bool,
-        sample_callback: SampleCallback | None,
-        sample_every: int,
-        sample_count: int,
-    ) -> pd.DataFrame:
-        hp = self.hparams
-        generator, discriminator = self.generator, self.discriminator
+    def training_plan(self, images: torch.Tensor, steps: int) -> TrainingPlan:
+        c = self.config
+        gan_steps, encoder_steps = self.split_steps(steps)
+        generator, discriminator, encoder = self.generator, self.discriminator, self.encoder
+        real_images = to_network(images)
+        batch_size = min(c.batch_size, real_images.shape[0])
+        batches = random_batches(real_images, batch_size, torch.Generator().manual_seed(c.seed))
+        noise_generator = torch.Generator(device=self.device).manual_seed(c.seed)
         optimizers = {
-            "generator": torch.optim.Adam(generator.parameters(), lr=hp["generator_lr"], betas=hp["adam_betas"]),
-            "discriminator": torch.optim.Adam(discriminator.parameters(), lr=hp["discriminator_lr"], betas=hp["adam_betas"]),
+            "generator": torch.optim.Adam(generator.parameters(), lr=c.generator_lr, betas=c.adam_betas),
+            "discriminator": torch.optim.Adam(discriminator.parameters(), lr=c.discriminator_lr, betas=c.adam_betas),
+            "encoder": torch.optim.Adam(encoder.parameters(), lr=c.encoder_lr, betas=c.adam_betas),
         }
-        trainer = Trainer({"generator": generator, "discriminator": discriminator}, optimizers, device=self.device)
-        latent_dim = hp["latent_dim"]
-        fixed_z = initial_latents(sample_count, latent_dim, hp["seed"] + 1, self.device)
 
-        def step(_: int) -> dict[str, torch.Tensor]:
+        def gan_step() -> dict[str, torch.Tensor]:
             real = next(batches)
-            noise = torch.randn(batch_size, latent_dim, generator=noise_generator, device=self.device)
-            with trainer.autocast():
+            noise = torch.randn(batch_size, c.latent_dim, generator=noise_generator, device=self.device)
+            with self.trainer.autocast():
                 fake = generator(noise)
                 real_logits, _ = discriminator(real)
                 fake_logits, _ = discriminator(fake.detach())  # the discriminator's step must not move G
                 discriminator_loss = F.binary_cross_entropy_with_logits(
                     real_logits, torch.ones_like(real_logits)
                 ) + F.binary_cross_entropy_with_logits(fake_logits, torch.zeros_like(fake_logits))
-            trainer.backward(discriminator_loss, "discriminator")
-            with trainer.autocast():
+            self.trainer.backward(discriminator_loss, "discriminator")
+            with self.trainer.autocast():
                 # the non-saturating generator loss: make the updated discriminator call the fakes real
                 fooled_logits, _ = discriminator(fake)
                 generator_loss = F.binary_cross_entropy_with_logits(fooled_logits, torch.ones_like(fooled_logits))
-            trainer.backward(generator_loss, "generator")
+            self.trainer.backward(generator_loss, "generator")
             return {
                 "discriminator_loss": discriminator_loss.detach(),
                 "generator_loss": generator_loss.detach(),
@@ -562,45 +550,48 @@ class AnoGAN(Detector):
                 "D(fake)": torch.sigmoid(fake_logits.detach().float()).mean(),
             }
 
-        def show_samples(step_index: int, _: Any) -> None:
-            if sample_callback is not None:
-                sample_callback(step_index, self.sample(fixed_z))
-
-        history = trainer.fit(
-            step, steps, progress=progress, desc="AnoGAN: GAN", callback=show_samples if sample_callback else None,
-            callback_every=sample_every,
-        )
-        return history.to_frame()
-
-    def _fit_encoder(self, batches: Iterator[torch.Tensor], steps: int, progress: bool) -> pd.DataFrame:
-        hp = self.hparams
-        encoder, generator, discriminator = self.encoder, self.generator, self.discriminator
-        optimizer = torch.optim.Adam(encoder.parameters(), lr=hp["encoder_lr"], betas=hp["adam_betas"])
-        trainer = Trainer({"encoder": encoder}, {"encoder": optimizer}, device=self.device)
-
-        def step(_: int) -> dict[str, torch.Tensor]:
+        def encoder_step() -> dict[str, torch.Tensor]:
             real = next(batches)
-            with trainer.autocast():
+            with frozen(generator, discriminator), self.trainer.autocast():  # izi: the GAN is fixed, only E learns
                 reconstruction = generator(encoder(real))
                 image_loss = F.mse_loss(reconstruction, real)
                 feature_loss = F.mse_loss(discriminator.features(reconstruction), discriminator.features(real))
-                loss = image_loss + hp["feature_weight"] * feature_loss
-            trainer.backward(loss)
+                loss = image_loss + c.feature_weight * feature_loss
+                self.trainer.backward(loss, "encoder")
             return {"encoder_loss": loss.detach(), "image_loss": image_loss.detach(), "feature_loss": feature_loss.detach()}
 
-        with frozen(generator, discriminator):  # izi: the GAN is fixed, only E learns
-            history = trainer.fit(step, steps, progress=progress, desc="AnoGAN: encoder")
-        return history.to_frame()
+        def step(index: int) -> dict[str, torch.Tensor]:
+            return gan_step() if index < gan_steps else encoder_step()
+
+        self.planned_stages = (gan_steps, encoder_steps)
+        return TrainingPlan(step, optimizers, random_state={"batches": batches, "noise": noise_generator})
+
+    def _stage_history(self, columns: tuple[str, ...], encoder: bool) -> pd.DataFrame:
+        frame = self.history.to_frame()
+        if frame.empty:
+            return pd.DataFrame()
+        gan_steps = self.planned_stages[0]
+        part = frame[frame.index >= gan_steps] if encoder else frame[frame.index < gan_steps]
+        part = part[[name for name in columns if name in part.columns]]
+        if encoder:
+            part.index = part.index - gan_steps
+        return part
+
+    @property
+    def gan_history(self) -> pd.DataFrame:
+        """The GAN stage's losses, indexed by step."""
+        return self._stage_history(("discriminator_loss", "generator_loss", "D(real)", "D(fake)"), encoder=False)
+
+    @property
+    def encoder_history(self) -> pd.DataFrame:
+        """The encoder stage's losses, indexed by the encoder's own step (from 0)."""
+        return self._stage_history(("encoder_loss", "image_loss", "feature_loss"), encoder=True)
 
     # ---------------------------------------------------------------- inference
     def _prepare(self, images: Any, name: str = "images") -> torch.Tensor:
-        """Validate ``[B, 1, H, W]`` in ``[0, 1]`` and resize to the GAN's size."""
+        """Validate ``[B, 1, H, W]`` in ``[0, 1]`` and resize to the GAN's size, on the device."""
         images = check_images(images, self.INPUT_CHANNELS, name)
-        size = self.hparams["image_size"]
-        if images.shape[-2:] != (size, size):
-            images = F.interpolate(images.float(), size=(size, size), mode="bilinear", align_corners=False, antialias=True)
-            images = images.clamp(0.0, 1.0)
-        return images.float()
+        return resize_images(images.float().to(self.device), self.config.image_size)
 
     def _check_fitted(self, scorer: str) -> None:
         if not self.gan_fitted:
@@ -611,7 +602,7 @@ class AnoGAN(Detector):
     def sample(self, z: torch.Tensor | int, seed: int | None = None) -> torch.Tensor:
         """Generated images ``[n, 1, S, S]`` in ``[0, 1]`` from latents ``z`` (or ``n`` latents drawn from ``seed``)."""
         if isinstance(z, int):
-            z = initial_latents(z, self.hparams["latent_dim"], self.hparams["seed"] if seed is None else seed)
+            z = initial_latents(z, self.config.latent_dim, self.config.seed if seed is None else seed)
         with frozen(self.generator), torch.no_grad():
             return to_image(self.generator(z.to(self.device))).float()
 
@@ -619,7 +610,7 @@ class AnoGAN(Detector):
     def encode(self, images: torch.Tensor) -> torch.Tensor:
         """The encoder's latents ``[B, latent_dim]`` for images ``[B, 1, H, W]`` in ``[0, 1]``."""
         self._check_fitted("encoder")
-        images = self._prepare(images).to(self.device)
+        images = self._prepare(images)
         with frozen(self.encoder):
             return self.encoder(to_network(images))
 
@@ -635,57 +626,52 @@ class AnoGAN(Detector):
             batch_size: search at most this many images at a time (memory); default ``search_batch_size``.
                 The results do not depend on it beyond floating-point rounding.
         """
-        scorer = self.hparams["scorer"] if scorer is None else scorer
+        c = self.config
+        scorer = c.scorer if scorer is None else scorer
         if scorer not in SCORERS:
             raise ValueError(f"scorer must be one of {SCORERS}, got {scorer!r}.")
         self._check_fitted(scorer)
-        images = self._prepare(images).to(self.device)
-        weight = self.hparams["discrimination_weight"]
+        images = self._prepare(images)
         if scorer == "encoder":
-            return score_latents(self.generator, self.discriminator, images, self.encode(images), weight)
-        steps = self.hparams["search_steps"] if steps is None else steps
+            return score_latents(self.generator, self.discriminator, images, self.encode(images), c.discrimination_weight)
+        steps = c.search_steps if steps is None else steps
         # one draw for the whole set, so the result does not depend on how it is chunked
-        start = initial_latents(images.shape[0], self.hparams["latent_dim"], self.hparams["seed"], self.device)
-        batch_size = self.hparams["search_batch_size"] if batch_size is None else batch_size
+        start = initial_latents(images.shape[0], c.latent_dim, c.seed, self.device)
+        batch_size = c.search_batch_size if batch_size is None else batch_size
         chunk = images.shape[0] if batch_size is None else batch_size
         if chunk < 1:
             raise ValueError(f"batch_size must be >= 1 or None, got {batch_size}.")
         parts = [
             latent_search(
-                self.generator, self.discriminator, images[i : i + chunk], steps=steps, lr=self.hparams["search_lr"],
-                discrimination_weight=weight, initial_z=start[i : i + chunk],
+                self.generator, self.discriminator, images[i : i + chunk], steps=steps, lr=c.search_lr,
+                discrimination_weight=c.discrimination_weight, initial_z=start[i : i + chunk],
             )
             for i in range(0, images.shape[0], chunk)
         ]
         return parts[0] if len(parts) == 1 else concat_scores(parts)
 
-    def predict(self, images: torch.Tensor, *, scorer: str | None = None) -> Prediction:
+    def score_batch(self, images: torch.Tensor) -> Prediction:
+        result = self.anomaly_scores(images)
+        return Prediction(scores=result.score, maps=result.residual_map)
+
+    def _predict(self, images: torch.Tensor, batch_size: int | None = None, scorer: str | None = None) -> Prediction:
+        # the whole set is searched from one draw of starting latents (see anomaly_scores), so
+        # batching is the search's own (batch_size), not the base's
+        size = tuple(images.shape[-2:]) if isinstance(images, torch.Tensor) else None
+        result = self.anomaly_scores(images, scorer=scorer, batch_size=batch_size)
+        return Prediction(scores=result.score.float().cpu(), maps=resize_maps(result.residual_map, size).float().cpu())
+
+    def predict(self, images: torch.Tensor, batch_size: int | None = None, *, scorer: str | None = None) -> Prediction:
         """Scores ``[B]`` (the AnoGAN score) and maps ``[B, 1, H, W]`` (the residual ``|x − G(z)|`` at input size)."""
-        images = check_images(images, self.INPUT_CHANNELS)
-        result = self.anomaly_scores(images, scorer=scorer)
-        maps = result.residual_map
-        if maps.shape[-2:] != images.shape[-2:]:
-            maps = F.interpolate(maps, size=images.shape[-2:], mode="bilinear", align_corners=False)
-        return Prediction(scores=result.score.cpu(), maps=maps.cpu())
+        self.require_fitted()
+        return self._predict(images, batch_size, scorer)
+
+    def require_fitted(self) -> None:
+        self._check_fitted("search")
 
     # ------------------------------------------------------------ persistence
-    def _get_state(self) -> dict[str, Any]:
-        return {
-            "generator": {k: v.cpu() for k, v in self.generator.state_dict().items()},
-            "discriminator": {k: v.cpu() for k, v in self.discriminator.state_dict().items()},
-            "encoder": {k: v.cpu() for k, v in self.encoder.state_dict().items()},
-            "gan_fitted": self.gan_fitted,
-            "encoder_fitted": self.encoder_fitted,
-            "gan_history": self.gan_history.reset_index().to_dict("records"),
-            "encoder_history": self.encoder_history.reset_index().to_dict("records"),
-        }
+    def extra_state(self) -> dict[str, Any]:
+        return {"planned_stages": list(self.planned_stages)}
 
-    def _set_state(self, state: dict[str, Any]) -> None:
-        for name in ("generator", "discriminator", "encoder"):
-            getattr(self, name).load_state_dict(state[name])
-            getattr(self, name).to(self.device).eval()
-        self.gan_fitted = bool(state["gan_fitted"])
-        self.encoder_fitted = bool(state["encoder_fitted"])
-        for name in ("gan_history", "encoder_history"):
-            records = state.get(name) or []
-            setattr(self, name, pd.DataFrame(records).set_index("step") if records else pd.DataFrame())
+    def load_extra_state(self, state: dict[str, Any]) -> None:
+        self.planned_stages = tuple(int(v) for v in state["planned_stages"])

@@ -31,17 +31,19 @@ Example::
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
-from typing import Any, Callable, ClassVar
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from adlearn.methods.base import Detector, Prediction, check_images
+from adlearn.methods.base import (
+    Detector, DetectorConfig, Prediction, TrainingPlan, register, resize_images, resize_maps,
+)
 from adlearn.nn import SSPCAB, SSIMLoss, focal_loss, sspcab_loss
 from adlearn.simulation.augment import rotate
-from adlearn.train import History, Trainer, random_batches, stack_images
+from adlearn.train import random_batches
 
 # --------------------------------------------------------------------------- networks
 
@@ -335,25 +337,22 @@ class DraemOutput:
 # --------------------------------------------------------------------------- detector
 
 
-class DRAEM(Detector):
-    """DRÆM behind the Detector contract.
+@dataclass(frozen=True)
+class DRAEMConfig(DetectorConfig):
+    """DRÆM's hyper-parameters; the defaults are the paper's (and its reference code's) values.
 
-    Hyper-parameters (see ``PROFILES`` for each run profile's values):
-
-    Args:
-        image_size: side of the square images the networks see (training and
-            inference; other inputs are resized and the maps resized back).
+    Attributes:
+        image_size: side of the square images the networks see (a multiple of 32: the U-Net pools 5 times).
         reconstructive_width: base width of the reconstructive sub-network (paper: 128).
         discriminative_width: base width of the discriminative sub-network (paper: 64).
         sspcab: put SSPCAB in the reconstructive encoder (see :class:`ReconstructiveEncoder`).
-        sspcab_weight: weight ``lambda`` of SSPCAB's loss in the total loss.
+        sspcab_weight: weight ``lambda`` of SSPCAB's loss in the total loss (SSPCAB paper: 0.1).
         batch_size: training batch size (paper: 8).
         train_crop: train on one random ``train_crop`` x ``train_crop`` window of every synthetic
             sample instead of the whole image (``None``, the paper). The networks are fully
             convolutional, so they still see whole images at test time; on stationary textures a
-            window is as informative as the image at a fraction of the cost, which buys a CPU
-            budget several times more training samples. Cut after synthesis, so anomalies keep
-            their size relative to the image (a window may hold none).
+            window is as informative as the image at a fraction of the cost. Cut after synthesis,
+            so anomalies keep their size relative to the image (a window may hold none).
         lr: Adam learning rate for both sub-networks (paper: 1e-4).
         epochs: training length in passes over the training set (paper: 700); used when ``steps`` is ``None``.
         steps: training length in optimiser steps; overrides ``epochs``.
@@ -370,18 +369,69 @@ class DRAEM(Detector):
             :func:`adlearn.data.textures.load_texture_images`).
         texture_count: how many anomaly-source textures to load (``None``: all of DTD, or 48 stand-ins).
         synthesis: extra keyword arguments for :class:`adlearn.simulation.DraemSynthesizer`.
-        predict_batch_size: images per forward pass in :meth:`predict`.
-        seed: seed of the initial weights, batch order and synthesis.
     """
 
+    image_size: int = 256
+    reconstructive_width: int = 128
+    discriminative_width: int = 64
+    sspcab: bool = False
+    sspcab_weight: float = 0.1
+    batch_size: int = 8
+    train_crop: int | None = None
+    lr: float = 1e-4
+    epochs: int | None = 700
+    steps: int | None = None
+    lr_milestones: tuple[float, ...] = (0.8, 0.9)
+    lr_gamma: float = 0.2
+    ssim_weight: float = 1.0
+    focal_gamma: float = 2.0
+    rotation_probability: float = 0.3
+    rotation_degrees: float = 90.0
+    score_filter_size: int = 21
+    texture_root: str | None = None
+    texture_count: int | None = None
+    synthesis: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        object.__setattr__(self, "lr_milestones", tuple(self.lr_milestones))
+        object.__setattr__(self, "synthesis", dict(self.synthesis or {}))
+        if self.image_size < 32 or self.image_size % 32:
+            raise ValueError(f"image_size must be a multiple of 32 (the U-Net pools 5 times), got {self.image_size}.")
+        for name in ("reconstructive_width", "discriminative_width", "batch_size"):
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}.")
+        crop = self.train_crop
+        if crop is not None and (crop < 32 or crop % 32 or crop > self.image_size):
+            raise ValueError(f"train_crop must be None or a multiple of 32 between 32 and image_size={self.image_size}, "
+                             f"got {crop}.")
+        if self.steps is None and self.epochs is None:
+            raise ValueError("give the training length as steps or epochs; both are None.")
+        if self.score_filter_size < 1 or self.score_filter_size % 2 == 0:
+            raise ValueError(f"score_filter_size must be a positive odd number, got {self.score_filter_size}.")
+        if not 0.0 <= self.rotation_probability <= 1.0:
+            raise ValueError(f"rotation_probability must be in [0, 1], got {self.rotation_probability}.")
+        if any(not 0.0 < m <= 1.0 for m in self.lr_milestones):
+            raise ValueError(f"lr_milestones are fractions of training in (0, 1], got {self.lr_milestones}.")
+
+
+@register("draem")
+class DRAEM(Detector):
+    """DRÆM behind the Detector contract (hyper-parameters: :class:`DRAEMConfig`).
+
+    Networks: ``networks["reconstructive"]`` (:class:`ReconstructiveSubNetwork`) and
+    ``networks["discriminative"]`` (:class:`DiscriminativeSubNetwork`), initialised as in
+    the reference code. ``steps`` of :meth:`fit` defaults to ``steps``, else ``epochs`` passes
+    over the training images. Set :attr:`synthesizer` before ``fit`` to train on a ready
+    anomaly simulator (default: :meth:`build_synthesizer`).
+    """
+
+    Config: ClassVar[type[DRAEMConfig]] = DRAEMConfig
     INPUT_CHANNELS: ClassVar[int] = 3
     PROFILES: ClassVar[dict[str, dict[str, Any]]] = {
         "quick": dict(
-            image_size=64, reconstructive_width=4, discriminative_width=4, sspcab=False, sspcab_weight=0.1,
-            batch_size=4, train_crop=None, lr=1e-3, epochs=None, steps=12, lr_milestones=(0.8, 0.9), lr_gamma=0.2,
-            ssim_weight=1.0, focal_gamma=2.0, rotation_probability=0.3, rotation_degrees=90.0,
-            score_filter_size=21, texture_root=None, texture_count=8,
-            synthesis={}, predict_batch_size=16, seed=0,
+            image_size=64, reconstructive_width=4, discriminative_width=4, batch_size=4, lr=1e-3, epochs=None,
+            steps=12, texture_count=8,
         ),
         # book: chosen by runs on the built-in textures on 2 CPU cores (benchmarks/README.md). Widths
         # 16/8 cost the same per step as 4/16 and scored higher on brick and gravel over two seeds
@@ -389,89 +439,41 @@ class DRAEM(Detector):
         # Rotating 30 % of the images costs more than it teaches in 600 steps; the score filter is
         # the reference 21 scaled from 256 to 128 pixels.
         "book": dict(
-            image_size=128, reconstructive_width=16, discriminative_width=8, sspcab=False, sspcab_weight=0.1,
-            batch_size=8, train_crop=None, lr=1e-3, epochs=None, steps=600, lr_milestones=(0.8, 0.9), lr_gamma=0.2,
-            ssim_weight=1.0, focal_gamma=2.0, rotation_probability=0.0, rotation_degrees=90.0,
-            score_filter_size=11, texture_root=None, texture_count=None,
-            synthesis={}, predict_batch_size=16, seed=0,
+            image_size=128, reconstructive_width=16, discriminative_width=8, lr=1e-3, epochs=None, steps=600,
+            rotation_probability=0.0, score_filter_size=11,
         ),
-        "paper": dict(
-            image_size=256, reconstructive_width=128, discriminative_width=64, sspcab=False, sspcab_weight=0.1,
-            batch_size=8, train_crop=None, lr=1e-4, epochs=700, steps=None, lr_milestones=(0.8, 0.9), lr_gamma=0.2,
-            ssim_weight=1.0, focal_gamma=2.0, rotation_probability=0.3, rotation_degrees=90.0,
-            score_filter_size=21, texture_root=None, texture_count=None,
-            synthesis={}, predict_batch_size=16, seed=0,
-        ),
+        "paper": {},
     }
 
-    def __init__(
-        self,
-        image_size: int = 256,
-        reconstructive_width: int = 128,
-        discriminative_width: int = 64,
-        sspcab: bool = False,
-        sspcab_weight: float = 0.1,
-        batch_size: int = 8,
-        train_crop: int | None = None,
-        lr: float = 1e-4,
-        epochs: int | None = 700,
-        steps: int | None = None,
-        lr_milestones: tuple[float, ...] = (0.8, 0.9),
-        lr_gamma: float = 0.2,
-        ssim_weight: float = 1.0,
-        focal_gamma: float = 2.0,
-        rotation_probability: float = 0.3,
-        rotation_degrees: float = 90.0,
-        score_filter_size: int = 21,
-        texture_root: str | None = None,
-        texture_count: int | None = None,
-        synthesis: dict[str, Any] | None = None,
-        predict_batch_size: int = 16,
-        seed: int = 0,
-    ) -> None:
-        if image_size < 32 or image_size % 32:
-            raise ValueError(f"image_size must be a multiple of 32 (the U-Net pools 5 times), got {image_size}.")
-        for name, value in (("reconstructive_width", reconstructive_width), ("discriminative_width", discriminative_width),
-                            ("batch_size", batch_size), ("predict_batch_size", predict_batch_size)):
-            if int(value) < 1:
-                raise ValueError(f"{name} must be >= 1, got {value}.")
-        if train_crop is not None and (train_crop < 32 or train_crop % 32 or train_crop > image_size):
-            raise ValueError(f"train_crop must be None or a multiple of 32 between 32 and image_size={image_size}, "
-                             f"got {train_crop}.")
-        if steps is None and epochs is None:
-            raise ValueError("give the training length as steps or epochs; both are None.")
-        if score_filter_size < 1 or score_filter_size % 2 == 0:
-            raise ValueError(f"score_filter_size must be a positive odd number, got {score_filter_size}.")
-        if not 0.0 <= rotation_probability <= 1.0:
-            raise ValueError(f"rotation_probability must be in [0, 1], got {rotation_probability}.")
-        if any(not 0.0 < m <= 1.0 for m in lr_milestones):
-            raise ValueError(f"lr_milestones are fractions of training in (0, 1], got {lr_milestones}.")
-        super().__init__(
-            image_size=image_size, reconstructive_width=reconstructive_width, discriminative_width=discriminative_width,
-            sspcab=sspcab, sspcab_weight=sspcab_weight, batch_size=batch_size, train_crop=train_crop, lr=lr, epochs=epochs, steps=steps,
-            lr_milestones=tuple(lr_milestones), lr_gamma=lr_gamma, ssim_weight=ssim_weight, focal_gamma=focal_gamma,
-            rotation_probability=rotation_probability, rotation_degrees=rotation_degrees,
-            score_filter_size=score_filter_size, texture_root=texture_root, texture_count=texture_count,
-            synthesis=dict(synthesis or {}), predict_batch_size=predict_batch_size, seed=seed,
-        )
-        # the initial weights are part of what the seed fixes; the global random state is left alone
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            self.reconstructive_net = ReconstructiveSubNetwork(3, 3, reconstructive_width, sspcab=sspcab)
-            self.discriminative_net = DiscriminativeSubNetwork(6, 2, discriminative_width)
-            self.reconstructive_net.apply(init_draem_weights)
-            self.discriminative_net.apply(init_draem_weights)
-        self.reconstructive_net.eval()
-        self.discriminative_net.eval()
-        self.history: History = History()
+    config: DRAEMConfig
+    #: the anomaly simulator ``fit`` trains on; ``None`` builds one (:meth:`build_synthesizer`)
+    synthesizer: Any = None
+
+    def build_networks(self) -> dict[str, nn.Module]:
+        c = self.config
+        reconstructive = ReconstructiveSubNetwork(3, 3, c.reconstructive_width, sspcab=c.sspcab)
+        discriminative = DiscriminativeSubNetwork(6, 2, c.discriminative_width)
+        reconstructive.apply(init_draem_weights)
+        discriminative.apply(init_draem_weights)
+        return {"reconstructive": reconstructive, "discriminative": discriminative}
+
+    @property
+    def reconstructive_net(self) -> ReconstructiveSubNetwork:
+        return self.networks["reconstructive"]
+
+    @property
+    def discriminative_net(self) -> DiscriminativeSubNetwork:
+        return self.networks["discriminative"]
 
     # ------------------------------------------------------------------ training
 
-    def training_steps(self, num_images: int) -> int:
+    def default_steps(self, num_images: int) -> int:
         """Optimiser steps of one training run on ``num_images`` images (``steps``, or ``epochs`` x batches per epoch)."""
-        if self.hparams["steps"] is not None:
-            return int(self.hparams["steps"])
-        return int(self.hparams["epochs"]) * math.ceil(num_images / self.hparams["batch_size"])
+        if self.config.steps is not None:
+            return int(self.config.steps)
+        return int(self.config.epochs) * math.ceil(num_images / self.config.batch_size)
+
+    training_steps = default_steps  # the name chapter 3 uses
 
     def build_synthesizer(self, verbose: bool = True, **options: Any) -> Any:
         """The anomaly simulator DRÆM trains on: Perlin masks filled with augmented foreign textures.
@@ -482,168 +484,88 @@ class DRAEM(Detector):
         from adlearn.data.textures import load_texture_images
         from adlearn.simulation import DraemSynthesizer
 
+        c = self.config
         textures = load_texture_images(
-            self.hparams["texture_root"], image_size=self.hparams["image_size"], count=self.hparams["texture_count"],
-            seed=self.hparams["seed"], dtype=torch.uint8, verbose=verbose,
+            c.texture_root, image_size=c.image_size, count=c.texture_count, seed=c.seed, dtype=torch.uint8,
+            verbose=verbose,
         )
-        return DraemSynthesizer(textures, **{**self.hparams["synthesis"], **options})
+        return DraemSynthesizer(textures, **{**c.synthesis, **options})
 
-    def fit(
-        self,
-        train_dataset: Any,
-        *,
-        device: Any = None,
-        progress: bool = True,
-        steps: int | None = None,
-        callback: Callable[[int, History], None] | None = None,
-        callback_every: int = 0,
-        checkpoint_path: str | None = None,
-        synthesizer: Any = None,
-        **budget: Any,
-    ) -> DRAEM:
-        """Train both sub-networks on the anomaly-free images of ``train_dataset``.
+    def setup(self, images: torch.Tensor) -> None:
+        if self.synthesizer is None:
+            self.synthesizer = self.build_synthesizer(verbose=True)
 
-        Args:
-            train_dataset: items with an ``"image"`` ``[3, H, W]`` in ``[0, 1]`` (all anomaly-free).
-            device: where to train (default: CUDA if available, else CPU).
-            progress: show a progress bar.
-            steps: override the training length in optimiser steps.
-            callback: called as ``callback(step, history)`` every ``callback_every`` steps (live plots).
-            callback_every: see ``callback``.
-            checkpoint_path: resume from / save to this training checkpoint.
-            synthesizer: a ready anomaly simulator (default: :meth:`build_synthesizer`).
-        """
-        if budget:
-            raise TypeError(f"DRAEM.fit got unknown argument(s) {sorted(budget)}; it accepts steps, callback, "
-                            "callback_every, checkpoint_path and synthesizer.")
-        hp = self.hparams
-        images = self._training_images(train_dataset)
-        total_steps = self.training_steps(len(images)) if steps is None else int(steps)
-        if total_steps < 1:
-            raise ValueError(f"training needs at least one step, got {total_steps}.")
-
-        trainer_device = torch.device(device) if device is not None else None
+    def training_plan(self, images: torch.Tensor, steps: int) -> TrainingPlan:
+        c = self.config
+        reconstructive, discriminative = self.reconstructive_net, self.discriminative_net
         optimizer = torch.optim.Adam(
-            [{"params": self.reconstructive_net.parameters()}, {"params": self.discriminative_net.parameters()}],
-            lr=hp["lr"],
+            [{"params": reconstructive.parameters()}, {"params": discriminative.parameters()}], lr=c.lr
         )
-        milestones = sorted({max(1, int(f * total_steps)) for f in hp["lr_milestones"]})
-        scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=milestones, gamma=hp["lr_gamma"])
-        trainer = Trainer(
-            {"reconstructive": self.reconstructive_net, "discriminative": self.discriminative_net},
-            {"adam": optimizer},
-            schedulers={"multistep": scheduler},
-            device=trainer_device,
-            checkpoint_path=checkpoint_path,
-        )
-        self.device = trainer.device
-        images = images.to(self.device)
-        synthesizer = synthesizer if synthesizer is not None else self.build_synthesizer(verbose=progress)
+        milestones = sorted({max(1, int(f * steps)) for f in c.lr_milestones})
+        scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=milestones, gamma=c.lr_gamma)
         # Random numbers are drawn on the CPU (cheap, no GPU synchronisation) and the
         # work is done on the training device, so a seed means the same run everywhere.
-        batch_generator = torch.Generator().manual_seed(hp["seed"])
-        synthesis_generator = torch.Generator().manual_seed(hp["seed"] + 1)
-        batches = random_batches(images, hp["batch_size"], batch_generator)
+        batches = random_batches(images, c.batch_size, torch.Generator().manual_seed(c.seed))
+        synthesis_generator = torch.Generator().manual_seed(c.seed + 1)
+        synthesizer = self.synthesizer
         ssim_loss = SSIMLoss()
 
-        def step(_: int) -> dict[str, torch.Tensor]:
-            clean = rotate_some(next(batches), hp["rotation_probability"], hp["rotation_degrees"], synthesis_generator)
+        def step(_: int) -> dict[str, Any]:
+            clean = rotate_some(next(batches), c.rotation_probability, c.rotation_degrees, synthesis_generator)
             synthetic = synthesizer(clean, synthesis_generator)
             corrupted, masks = synthetic.images, synthetic.masks
-            if hp["train_crop"] is not None:
-                corrupted, clean, masks = random_crops((corrupted, clean, masks), hp["train_crop"], synthesis_generator)
-            with trainer.autocast():
-                reconstruction, block_loss = self.reconstructive_net.forward_with_sspcab_loss(corrupted)
+            if c.train_crop is not None:
+                corrupted, clean, masks = random_crops((corrupted, clean, masks), c.train_crop, synthesis_generator)
+            with self.trainer.autocast():
+                reconstruction, block_loss = reconstructive.forward_with_sspcab_loss(corrupted)
                 # reconstruction first, then the image, as in the reference code; the
                 # reconstruction is not detached, so the focal loss also trains it.
-                logits = self.discriminative_net(torch.cat((reconstruction, corrupted), dim=1))
+                logits = discriminative(torch.cat((reconstruction, corrupted), dim=1))
             reconstruction = reconstruction.float()
             l2 = F.mse_loss(reconstruction, clean)
             structural = ssim_loss(reconstruction, clean)
-            segmentation = focal_loss(logits, masks, gamma=hp["focal_gamma"])
-            loss = l2 + hp["ssim_weight"] * structural + segmentation
+            segmentation = focal_loss(logits, masks, gamma=c.focal_gamma)
+            loss = l2 + c.ssim_weight * structural + segmentation
             losses = {"loss": loss, "l2": l2, "ssim": structural, "focal": segmentation}
             if block_loss is not None:
-                loss = loss + hp["sspcab_weight"] * block_loss
+                loss = loss + c.sspcab_weight * block_loss
                 losses.update(loss=loss, sspcab=block_loss)
-            trainer.backward(loss)
-            logged = {name: value.detach() for name, value in losses.items()}
+            self.trainer.backward(loss)
+            logged: dict[str, Any] = {name: value.detach() for name, value in losses.items()}
             logged["lr"] = optimizer.param_groups[0]["lr"]  # the rate this step used (the schedule steps after it)
             return logged
 
-        self.history = trainer.fit(step, total_steps, progress=progress, desc="DRAEM", callback=callback,
-                                   callback_every=callback_every)
-        return self
-
-    def _training_images(self, train_dataset: Any) -> torch.Tensor:
-        """The training images as one ``[N, 3, S, S]`` tensor at the detector's image size."""
-        if isinstance(train_dataset, torch.Tensor):
-            images = train_dataset
-        else:
-            images = stack_images(train_dataset)
-        images = check_images(images, self.INPUT_CHANNELS, name="training images")
-        return self._resize(images.float(), self.hparams["image_size"])
-
-    @staticmethod
-    def _resize(images: torch.Tensor, size: int | tuple[int, int]) -> torch.Tensor:
-        size = (size, size) if isinstance(size, int) else tuple(size)
-        if tuple(images.shape[-2:]) == size:
-            return images
-        return F.interpolate(images, size=size, mode="bilinear", align_corners=False, antialias=True).clamp(0, 1)
+        return TrainingPlan(step, {"adam": optimizer}, schedulers={"multistep": scheduler},
+                            random_state={"batches": batches, "synthesis": synthesis_generator})
 
     # ------------------------------------------------------------------ inference
 
+    def _forward(self, images: torch.Tensor) -> DraemOutput:
+        """Reconstruction, map and score of a batch at ``image_size`` on the device."""
+        reconstruction = self.reconstructive_net(images)
+        logits = self.discriminative_net(torch.cat((reconstruction, images), dim=1))
+        anomaly_map = anomaly_map_from_logits(logits)
+        # the image score is taken at the networks' resolution, where the filter size was chosen
+        scores = image_score_from_map(anomaly_map, self.config.score_filter_size)
+        return DraemOutput(reconstruction=reconstruction.float().clamp(0, 1), maps=anomaly_map, scores=scores)
+
+    def score_batch(self, images: torch.Tensor) -> Prediction:
+        output = self._forward(images)
+        return Prediction(scores=output.scores, maps=output.maps)
+
     @torch.no_grad()
-    def inspect(self, images: torch.Tensor) -> DraemOutput:
+    def inspect(self, images: torch.Tensor, batch_size: int | None = None) -> DraemOutput:
         """Reconstruction, pixel map and image score of ``images`` ``[B, 3, H, W]`` in ``[0, 1]``.
 
         Inputs of another size than ``image_size`` are resized for the networks
         and the reconstruction and map are resized back to the input size.
         """
-        images = check_images(images, self.INPUT_CHANNELS)
+        self.require_fitted()
+        self.networks.eval()
+        parts = [self._forward(chunk) for chunk in self.prepared_batches(images, batch_size)]
         size = tuple(images.shape[-2:])
-        self.reconstructive_net.eval()
-        self.discriminative_net.eval()
-        net_device = next(self.reconstructive_net.parameters()).device
-        reconstructions, maps = [], []
-        for chunk in images.split(self.hparams["predict_batch_size"]):
-            chunk = self._resize(chunk.float().to(net_device), self.hparams["image_size"])
-            reconstruction = self.reconstructive_net(chunk)
-            logits = self.discriminative_net(torch.cat((reconstruction, chunk), dim=1))
-            reconstructions.append(reconstruction.float().clamp(0, 1))
-            maps.append(anomaly_map_from_logits(logits))
-        reconstruction = torch.cat(reconstructions)
-        anomaly_map = torch.cat(maps)
-        # the image score is taken at the networks' resolution, where the filter size was chosen
-        scores = image_score_from_map(anomaly_map, self.hparams["score_filter_size"])
-        if size != tuple(anomaly_map.shape[-2:]):
-            anomaly_map = F.interpolate(anomaly_map, size=size, mode="bilinear", align_corners=False)
-            reconstruction = self._resize(reconstruction, size)
-        return DraemOutput(reconstruction=reconstruction.cpu(), maps=anomaly_map.cpu(), scores=scores.cpu())
-
-    def predict(self, images: torch.Tensor) -> Prediction:
-        """Image scores ``[B]`` (max of the mean-filtered map) and pixel maps ``[B, 1, H, W]`` (anomaly probability)."""
-        output = self.inspect(images)
-        return Prediction(scores=output.scores, maps=output.maps)
-
-    # ------------------------------------------------------------------ persistence
-
-    def _get_state(self) -> dict[str, Any]:
-        return {
-            "reconstructive_net": {k: v.cpu() for k, v in self.reconstructive_net.state_dict().items()},
-            "discriminative_net": {k: v.cpu() for k, v in self.discriminative_net.state_dict().items()},
-            "history": self.history.records,
-        }
-
-    def _set_state(self, state: dict[str, Any]) -> None:
-        self.reconstructive_net.load_state_dict(state["reconstructive_net"])
-        self.discriminative_net.load_state_dict(state["discriminative_net"])
-        self.history = History(list(state.get("history", [])))
-        self.device = torch.device("cpu")
-
-    def to(self, device: str | torch.device) -> DRAEM:
-        """Move both networks to ``device`` (for :meth:`predict`)."""
-        self.device = torch.device(device)
-        self.reconstructive_net.to(self.device)
-        self.discriminative_net.to(self.device)
-        return self
+        return DraemOutput(
+            reconstruction=resize_images(torch.cat([p.reconstruction for p in parts]), size).cpu(),
+            maps=resize_maps(torch.cat([p.maps for p in parts]), size).cpu(),
+            scores=torch.cat([p.scores for p in parts]).cpu(),
+        )

@@ -1,0 +1,108 @@
+"""FeatureKNN benchmark: the book's no-training yardstick on the built-in textures and Magnetic Tile Defects.
+
+Per data set and seed: fit seconds (backbone features of every training image,
+memory bank, coreset, calibration), image AUROC, pixel AUROC, AUPRO, and
+inference time per image over the whole test split; plus the wall time of
+predicting the 60 test images of one built-in category in one call::
+
+    python benchmarks/bench_feature_knn.py --threads 2 --data builtin --seeds 0 1 2
+    python benchmarks/bench_feature_knn.py --threads 2 --data magnetic-tile --seeds 0 1 2
+    python benchmarks/bench_feature_knn.py --data magnetic-tile --root ../shared/data/magnetic-tile --set coreset_fraction=0.01
+
+The seed moves the held-out split and the coreset's first centre (the
+features themselves are deterministic). ``--json PATH`` writes the rows.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import time
+from typing import Any
+
+import torch
+
+
+def _machine(threads: int) -> str:
+    device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
+    return f"{platform.processor() or platform.machine()}, {threads} CPU thread(s), {device}, torch {torch.__version__}"
+
+
+def _datasets(args: argparse.Namespace, image_size: int) -> list[tuple[str, Any, Any]]:
+    from adlearn.data import MagneticTile, MVTecAD, builtin_dataset_root
+
+    if args.data == "magnetic-tile":
+        root = args.root  # None: a local copy (ADLEARN_LOCAL_DATA or data import) or the data root
+        return [("magnetic_tile", MagneticTile(root, "train", image_size=image_size),
+                 MagneticTile(root, "test", image_size=image_size))]
+    root = args.root or builtin_dataset_root()
+    categories = args.categories or ["brick", "grass", "gravel", "washer"]
+    return [(c, MVTecAD(root, c, "train", image_size=image_size), MVTecAD(root, c, "test", image_size=image_size))
+            for c in categories]
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", choices=["builtin", "magnetic-tile"], default="builtin")
+    parser.add_argument("--root", default=None, help="data folder (default: the built-in data set / a local MTD copy)")
+    parser.add_argument("--categories", nargs="+", default=None, help="built-in categories (default: all four)")
+    parser.add_argument("--profile", default="book")
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0])
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a hyper-parameter")
+    parser.add_argument("--json", default=None)
+    args = parser.parse_args(argv)
+
+    from adlearn.evaluation import collect_predictions, compute_metrics
+    from adlearn.methods import FeatureKNN
+    from adlearn.profiles import parse_overrides
+
+    torch.set_num_threads(args.threads)
+    overrides = parse_overrides(args.set)
+    image_size = FeatureKNN.profile_config(args.profile, **overrides).image_size
+    rows = []
+    for name, train, test in _datasets(args, image_size):
+        test_images = torch.stack([test[i]["image"] for i in range(len(test))])
+        for seed in args.seeds:
+            detector = FeatureKNN.from_profile(args.profile, **{**overrides, "seed": seed})
+            start = time.perf_counter()
+            detector.fit(train, progress=False, device="cpu")
+            fit_seconds = time.perf_counter() - start
+            detector.predict(test_images[:4])  # warm-up
+            start = time.perf_counter()
+            detector.predict(test_images)
+            predict_seconds = time.perf_counter() - start
+            metrics = compute_metrics(collect_predictions(detector, test))
+            row = {"data": name, "seed": seed, **{k: round(float(v), 4) for k, v in metrics.items()},
+                   "fit_s": round(fit_seconds, 1), "test_images": len(test), "predict_s": round(predict_seconds, 2),
+                   "ms_per_image": round(1000 * predict_seconds / len(test), 1),
+                   "memory_bank": detector.info["memory_bank"], "backbone": detector.info["backbone_weights"]}
+            rows.append(row)
+            print(json.dumps(row), flush=True)
+    print(f"\nFeatureKNN, profile {args.profile}, overrides {overrides}, {_machine(args.threads)}\n")
+    print("| data | seeds | image AUROC | pixel AUROC | AUPRO | fit s | predict s (images) | ms/image | bank |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for name in dict.fromkeys(row["data"] for row in rows):
+        group = [row for row in rows if row["data"] == name]
+
+        def spread(key: str) -> str:
+            values = [row[key] for row in group]
+            if len(values) == 1:
+                return f"{values[0]:.3f}"
+            return f"{statistics.mean(values):.3f} ± {statistics.stdev(values):.3f}"
+
+        print(f"| {name} | {len(group)} | {spread('image_auroc')} | {spread('pixel_auroc')} | {spread('aupro')} | "
+              f"{statistics.mean(r['fit_s'] for r in group):.1f} | "
+              f"{statistics.mean(r['predict_s'] for r in group):.2f} ({group[0]['test_images']}) | "
+              f"{statistics.mean(r['ms_per_image'] for r in group):.1f} | {group[0]['memory_bank']} |")
+    result = {"profile": args.profile, "overrides": overrides, "machine": _machine(args.threads), "rows": rows}
+    if args.json:
+        with open(args.json, "w") as handle:
+            json.dump(result, handle, indent=1)
+    return result
+
+
+if __name__ == "__main__":
+    main()
