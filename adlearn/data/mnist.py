@@ -39,7 +39,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 
-from adlearn.data.paths import default_data_root, find_local_copy, mnist_file
+from adlearn.data.paths import default_data_root, display_path, find_local_copy, mnist_file
 
 SOURCES: tuple[str, ...] = ("auto", "mnist", "sklearn")
 SPLITS: tuple[str, ...] = ("train", "test")
@@ -227,7 +227,7 @@ def _load_mnist(
             return _load_local_mnist(local, split), local
         if not allow_download:
             raise FileNotFoundError(
-                f"MNIST files not found in {raw_folder} (expected train-images-idx3-ubyte, train-labels-idx1-ubyte, "
+                f"MNIST files not found in {display_path(raw_folder)} (expected train-images-idx3-ubyte, train-labels-idx1-ubyte, "
                 "t10k-images-idx3-ubyte, t10k-labels-idx1-ubyte); pass allow_download=True to download them, or set "
                 "ADLEARN_LOCAL_DATA to a folder holding a local copy mnist/*.gz (root=None only)."
             ) from None
@@ -319,7 +319,7 @@ def load_digits(
                 )
             return _load_sklearn(split)
         if verbose:
-            print(f"MNIST {split} split: {len(digits)} images from {where}")
+            print(f"MNIST {split} split: {len(digits)} images from {display_path(where)}")
         return digits
     digits = _load_sklearn(split)
     if verbose:

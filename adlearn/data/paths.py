@@ -79,6 +79,18 @@ def local_data_folders() -> list[Path]:
     return [Path(entry.strip()).expanduser().resolve() for entry in entries if entry.strip()]
 
 
+def display_path(path: str | Path) -> str:
+    """``path`` as the notebooks print it: ``<data>/...`` under the data root, ``<local>/...`` under a
+    ``$ADLEARN_LOCAL_DATA`` folder, else as given; committed outputs then hold no machine's absolute paths."""
+    resolved = Path(path).expanduser().resolve()
+    for label, base in [("<data>", default_data_root().resolve())] + [("<local>", f) for f in local_data_folders()]:
+        try:
+            return str(Path(label) / resolved.relative_to(base))
+        except ValueError:
+            continue
+    return str(path)
+
+
 def mnist_file(folder: Path, name: str) -> Path | None:
     """``folder/name`` or ``folder/name.gz``, whichever is a file (the uncompressed one first)."""
     for candidate in (folder / name, folder / f"{name}.gz"):

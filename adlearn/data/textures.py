@@ -30,7 +30,7 @@ import numpy as np
 import torch
 
 from adlearn.data.download import download_file, extract_archive
-from adlearn.data.paths import default_data_root, find_local_copy
+from adlearn.data.paths import default_data_root, display_path, find_local_copy
 
 __all__ = [
     "DTD_URL",
@@ -187,7 +187,9 @@ def load_texture_images(
             chosen = torch.randperm(len(paths), generator=generator)[:count].sort().values.tolist()
             paths = [paths[i] for i in chosen]
         if verbose:
-            print(f"anomaly-source textures: {len(paths)} DTD images from {images_dir}")
+            classes = sorted({path.parent.name for path in paths})
+            print(f"anomaly-source textures: {len(paths)} DTD images of {len(classes)} classes "
+                  f"({', '.join(classes)}) from {display_path(images_dir)}")
         return _to_tensor([_read_rgb(path, image_size) for path in paths], dtype)
     if not fallback:
         raise FileNotFoundError(
@@ -198,7 +200,7 @@ def load_texture_images(
     fallback_seed = int(torch.randint(0, 2**31 - 1, (1,), generator=generator))
     if verbose:
         print(
-            f"anomaly-source textures: DTD not found under {searched}; using {count} offline stand-in textures "
+            f"anomaly-source textures: DTD not found under {display_path(searched)}; using {count} offline stand-in textures "
             "(scikit-image photographs and drawn patterns). Download DTD with "
             "adlearn.data.textures.download_dtd() to train as the papers do."
         )
