@@ -324,11 +324,12 @@ def test_resumed_training_equals_an_uninterrupted_run(name, surface_data, digit_
         if step == 3:
             raise Interrupt
 
+    interrupted = method.from_profile("quick")
     try:
-        method.from_profile("quick").fit(train, steps=STEPS, progress=False, device="cpu", checkpoint_dir=tmp_path,
-                                         checkpoint_every=2, callback=stop_after_three)
+        interrupted.fit(train, steps=STEPS, progress=False, device="cpu", checkpoint_dir=tmp_path,
+                        checkpoint_every=2, callback=stop_after_three)
     except Interrupt:
-        pass
+        assert not interrupted.fitted  # a half-trained model cannot be used by mistake
     resumed = method.from_profile("quick").fit(train, steps=STEPS, progress=False, device="cpu",
                                                checkpoint_dir=tmp_path, resume=True)
     assert resumed.steps_done == uninterrupted.steps_done

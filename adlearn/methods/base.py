@@ -474,6 +474,7 @@ class Detector(abc.ABC):
         if checkpoint_every is not None and (not isinstance(checkpoint_every, int) or checkpoint_every < 1):
             raise ValueError(f"checkpoint_every must be a positive int or None, got {checkpoint_every!r}.")
 
+        self.fitted = False  # until calibration is done: an interrupted fit leaves no half-fitted model in use
         self.to(pick_device(device))
         train_images = train_images.to(self.device)
         self.info.update(train_images=int(train_images.shape[0]), held_out_images=int(held_out_images.shape[0]))
