@@ -847,5 +847,9 @@ def figure_bytes(model: Model) -> int:
     """
     from bokeh.embed import components
 
+    had_document = model.document is not None
     script, div = components(model)
+    if not had_document and model.document is not None:
+        # measuring must not tie the figure to a document: a chapter may still put it in a layout
+        model.document.remove_root(model)
     return len(script.encode("utf-8")) + len(div.encode("utf-8"))

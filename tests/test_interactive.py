@@ -493,3 +493,14 @@ def test_a_saved_notebook_output_works_in_a_built_jupyter_book_page(browser, det
     js(browser, "byName('image_slider').value = 1;")
     wait_for(browser, "byName('detection_info').text.includes('cut/001.png')")
     assert console_problems(browser, allowed=_THEME_CONSOLE_NOISE) == []
+
+
+def test_figures_can_be_combined_in_one_layout_after_their_size_check():
+    from bokeh.layouts import column
+
+    from adlearn.interactive import figure_bytes, variant_explorer
+
+    first = variant_explorer({"a": np.zeros((1, 3, 16, 16)), "b": np.ones((1, 3, 16, 16))})
+    second = variant_explorer({"c": np.zeros((1, 3, 16, 16)), "d": np.ones((1, 3, 16, 16))})
+    assert first.document is None and second.document is None  # the budget check left them free
+    assert figure_bytes(column(first, second)) > 0  # one document for both: no "owned by a single document" error
