@@ -16,7 +16,6 @@ from __future__ import annotations
 from typing import Any, Sequence
 
 import numpy as np
-import torch
 from matplotlib import colormaps
 from matplotlib.axes import Axes
 from matplotlib.cm import ScalarMappable
@@ -25,6 +24,7 @@ from matplotlib.figure import Figure
 
 from adlearn import metrics
 from adlearn.calibration import MapNormalizer  # calibration lives there; re-exported for figures
+from adlearn.calibration import _numpy  # one tensor/array-to-NumPy conversion for maps and images
 
 ArrayLike = Any  # np.ndarray | torch.Tensor
 
@@ -43,12 +43,6 @@ __all__ = [
 
 
 # --------------------------------------------------------------------------- array helpers
-
-
-def _numpy(values: ArrayLike) -> np.ndarray:
-    if isinstance(values, torch.Tensor):
-        return values.detach().float().cpu().numpy()
-    return np.asarray(values)
 
 
 def _as_image(image: ArrayLike, name: str = "image") -> np.ndarray:

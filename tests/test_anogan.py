@@ -136,7 +136,7 @@ def test_predict_contract_and_scorers(trained, split):
 
 def test_other_input_sizes_are_resized_and_maps_come_back_at_input_size():
     detector = AnoGAN(image_size=64, latent_dim=8, width=4, search_steps=2)
-    detector.steps_done = 1  # shapes only: an (almost) untrained GAN is enough
+    detector.steps_done, detector.fitted = 1, True  # shapes only: an (almost) untrained GAN is enough
     prediction = detector.predict(torch.rand(2, 1, 28, 28))
     assert prediction.maps.shape == (2, 1, 28, 28)
     assert detector.anomaly_scores(torch.rand(2, 1, 28, 28)).residual_map.shape == (2, 1, 64, 64)
@@ -169,7 +169,7 @@ def test_bad_input_is_rejected(trained):
     with pytest.raises(RuntimeError, match="not trained yet"):
         AnoGAN.from_profile("quick").predict(torch.rand(1, 1, 28, 28))
     untrained_encoder = AnoGAN.from_profile("quick")
-    untrained_encoder.steps_done = 1  # one GAN step, no encoder step
+    untrained_encoder.steps_done, untrained_encoder.fitted = 1, True  # one GAN step, no encoder step
     with pytest.raises(RuntimeError, match="needs a trained encoder"):
         untrained_encoder.predict(torch.rand(1, 1, 28, 28), scorer="encoder")
     with pytest.raises(ValueError, match=r"shape \[B, 1, H, W\]"):

@@ -667,7 +667,9 @@ class AnoGAN(Detector):
         return self._predict(images, batch_size, scorer)
 
     def require_fitted(self) -> None:
-        self._check_fitted("search")
+        # the base's fitted flag (set once calibration is done, cleared by an interrupted fit), in AnoGAN's words
+        if not self.fitted:
+            raise RuntimeError("AnoGAN is not trained yet: call fit(train_dataset) first (or AnoGAN.load(path)).")
 
     # ------------------------------------------------------------ persistence
     def extra_state(self) -> dict[str, Any]:

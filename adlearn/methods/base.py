@@ -627,11 +627,8 @@ class Detector(abc.ABC):
         if payload["format"] != SAVE_FORMAT_VERSION:
             raise ValueError(f"{path} was written by another version of adlearn (format {payload['format']}, this "
                              f"one reads {SAVE_FORMAT_VERSION}); retrain and save it again.")
-        config = dict(payload["config"])
-        for f in dataclasses.fields(cls.Config):  # JSON-like round trips turn tuples into lists
-            if isinstance(getattr(cls.Config(), f.name, None), tuple) and isinstance(config.get(f.name), list):
-                config[f.name] = tuple(config[f.name])
-        detector = cls(cls.make_config(**config), _restoring=True)
+        # torch.save pickles the settings, so tuples come back as tuples
+        detector = cls(cls.make_config(**payload["config"]), _restoring=True)
         detector.networks.load_state_dict(payload["networks"])
         detector.calibration.load_state_dict(payload["calibration"])
         detector.history = History(list(payload["history"]))
