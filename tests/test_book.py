@@ -257,3 +257,14 @@ def test_book_requirements_hold_only_the_build_tools():
     readme = (ROOT / "README.md").read_text()
     command = readme.split("<!-- book-command -->", 1)[1].split("```bash", 1)[1].split("```", 1)[0]
     assert "pip install -r book/requirements.txt" in command and "jupyter-book build -W" in command, command
+
+
+def test_opencv_is_the_headless_build() -> None:
+    """imgaug asks for the GUI OpenCV; requirements.txt's stand-in must leave only the headless one (no libGL)."""
+    import importlib.metadata
+
+    import cv2
+
+    gui = [line.split(":", 1)[1].strip() for line in cv2.getBuildInformation().splitlines() if line.strip().startswith("GUI:")]
+    assert gui == ["NONE"], gui
+    assert "headless" in importlib.metadata.version("opencv-python"), "the GUI opencv-python is installed"

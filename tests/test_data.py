@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import hashlib
 import http.server
+import inspect
 import io
+import json
 import shutil
 import tarfile
 import threading
@@ -34,7 +36,7 @@ from adlearn.data import (
     extract_archive,
 )
 from adlearn.data import builtin, mvtec, paths
-from adlearn.data.builtin import DEFECT_AREA_RANGE, MANIFEST_NAME, BuiltinSettings, render_item
+from adlearn.data.builtin import DEFECT_AREA_RANGE, MANIFEST_NAME, VISIBLE_CHANGE, BuiltinSettings, render_item
 
 from conftest import BUILTIN_TEST_SIZES, TINY_SIZE
 
@@ -564,8 +566,13 @@ def test_builtin_masks_are_exactly_the_changed_pixels(builtin_root: Path) -> Non
                 changed = np.any(clean != image, axis=-1)
                 assert np.array_equal(mask, changed)
                 assert low <= mask.mean() <= high, (category, defect, index, mask.mean())
-                # Visible: the changed pixels move by more than a few grey levels on average.
-                assert np.abs(clean.astype(int) - image.astype(int)).max(axis=-1)[mask].mean() > 10
+                # Outside the mask the image is the clean picture, byte for byte ...
+                assert np.array_equal(image[~mask], clean[~mask])
+                # ... and every mask pixel changed visibly: by VISIBLE_CHANGE levels or more on some channel.
+                difference = np.abs(clean.astype(int) - image.astype(int)).max(axis=-1)
+                assert difference[mask].min() >= VISIBLE_CHANGE == 8, (category, defect, index)
+                # Visible: the changed pixels move by well over the threshold on average.
+                assert difference[mask].mean() > 20, (category, defect, index)
                 # What the builder wrote is what render_item returns.
                 assert np.array_equal(_read_rgb(builtin_root / category / "test" / defect / f"{index:03d}.png"), image)
                 with Image.open(builtin_root / category / "ground_truth" / defect / f"{index:03d}_mask.png") as stored:
@@ -612,6 +619,67 @@ def test_builtin_small_image_size(tmp_path: Path) -> None:
     settings = BuiltinSettings(image_size=64, n_train=1, n_test_good=1, n_test_per_defect=2)
     clean, image, mask = render_item("washer", "missing", 1, settings)
     assert mask.shape == (64, 64) and mask.any() and np.array_equal(mask, np.any(clean != image, axis=-1))
+    assert np.abs(clean.astype(int) - image.astype(int)).max(axis=-1)[mask].min() >= VISIBLE_CHANGE
+
+
+def test_builtin_masks_leave_out_invisible_changes(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A hand-made change: one blob changed by 3, 7, 8 and 20 levels, one isolated 2x2 speck by 30.
+    clean = np.full((64, 64, 3), 100, np.uint8)
+    image = clean.copy()
+    image[10:20, 10:20, 0] = 103      # faint: below the threshold on every channel
+    image[10:20, 20:30, 1] = 93       # 7 levels darker on green: still invisible
+    image[20:30, 10:30, 2] = 108      # exactly the threshold
+    image[30:40, 10:30] = 120         # 20 levels on all channels
+    image[50:52, 50:52] = 130         # visible, but an isolated speck of 4 pixels
+    mask = builtin._visible_change(image, clean, 256)
+    expected = np.zeros((64, 64), bool)
+    expected[20:40, 10:30] = True     # the 8- and 20-level parts; the speck is dropped at 256x256
+    assert np.array_equal(mask, expected)
+    assert np.array_equal(np.any(image != clean, axis=-1), expected)  # the invisible parts were undone
+    assert (image[10:20, 10:30] == 100).all() and (image[50:52, 50:52] == 100).all()
+    assert (image[20:30, 10:30, 2] == 108).all() and (image[30:40, 10:30] == 120).all()
+    # A real defect: the threshold removes the faint fringe (a crack's lighter lip) but keeps the crack.
+    settings = BuiltinSettings(n_train=1, n_test_good=1, n_test_per_defect=1)
+    clean, image, mask = render_item("grass", "crack", 0, settings)
+    difference = np.abs(clean.astype(int) - image.astype(int)).max(axis=-1)
+    assert difference[mask].min() >= VISIBLE_CHANGE and difference[~mask].max() == 0
+    assert 0.004 <= mask.mean() and difference[mask].mean() > 40
+    monkeypatch.setattr(builtin, "VISIBLE_CHANGE", 1)  # version 1: every changed pixel counted
+    _, old_image, old_mask = render_item("grass", "crack", 0, settings)
+    assert old_mask.sum() > 1.5 * mask.sum() and (old_mask & ~mask).any() and not (mask & ~old_mask).any()
+
+
+def test_builtin_defaults_give_60_good_and_60_defective_test_images(tmp_path: Path) -> None:
+    defaults = BuiltinSettings()
+    assert (defaults.seed, defaults.image_size, defaults.n_train) == (0, 256, 80)
+    assert (defaults.n_test_good, defaults.n_test_per_defect) == (60, 15)
+    parameters = inspect.signature(build_builtin_dataset).parameters
+    assert {name: parameters[name].default for name in ("n_train", "n_test_good", "n_test_per_defect")} == {
+        "n_train": 80, "n_test_good": 60, "n_test_per_defect": 15,
+    }
+    for category in BUILTIN_CATEGORIES:
+        assert len(BUILTIN_DEFECTS[category]) * defaults.n_test_per_defect == 60
+    # The default test counts, built for real (small images, one training image, to be quick).
+    root = build_builtin_dataset(tmp_path / "root", ["gravel"], image_size=64, n_train=1, verbose=False)
+    test = MVTecAD(root, "gravel", split="test", image_size=None)
+    assert len(test) == 120 and sum(test.labels) == 60 and test.labels.count(0) == 60
+    for defect in BUILTIN_DEFECTS["gravel"]:
+        assert len(list((root / "gravel" / "test" / defect).glob("*.png"))) == 15
+        assert len(list((root / "gravel" / "ground_truth" / defect).glob("*_mask.png"))) == 15
+
+
+def test_builtin_version_2_folder_and_no_reuse_of_version_1(tmp_path: Path) -> None:
+    assert builtin.BUILDER_VERSION == 2
+    assert BuiltinSettings().folder_name() == "builtin_v2"
+    assert BuiltinSettings(n_test_good=20, n_test_per_defect=10).folder_name().startswith("builtin_v2_")
+    # A folder built by version 1 (same settings) is not taken for a version 2 build.
+    sizes = {"n_train": 1, "n_test_good": 1, "n_test_per_defect": 1}
+    old = build_builtin_dataset(tmp_path / "old", ["brick"], verbose=False, **sizes)
+    manifest = builtin._read_manifest(old)
+    manifest["version"] = 1
+    (old / MANIFEST_NAME).write_text(json.dumps(manifest))
+    with pytest.raises(FileExistsError, match="version 1"):
+        build_builtin_dataset(old, ["brick"], verbose=False, **sizes)
 
 
 def test_builtin_reuse_and_adding_categories(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:

@@ -16,7 +16,7 @@ from PIL import Image
 from adlearn.cli import main
 from adlearn.data import MagneticTile, download_mvtec, find_local_copy, load_digits, load_texture_images
 from adlearn.data import mvtec, paths
-from adlearn.data.builtin import MANIFEST_NAME
+from adlearn.data.builtin import BUILDER_VERSION, MANIFEST_NAME
 from adlearn.data.local import data_inventory, import_local_copies
 from adlearn.data.mnist import read_idx
 
@@ -218,9 +218,10 @@ def test_list_shows_where_and_how_many(tmp_path: Path, monkeypatch: pytest.Monke
     shared = make_all(tmp_path / "shared")
     import_local_copies(shared)
     make_mnist(_hermetic / "MNIST" / "raw", counts=(60, 20), gz=False)  # torchvision's own download
-    (_hermetic / "builtin_v1" / "brick" / "train").mkdir(parents=True)
-    (_hermetic / "builtin_v1" / "washer" / "test").mkdir(parents=True)
-    (_hermetic / "builtin_v1" / MANIFEST_NAME).write_text("{}")
+    builtin_folder = f"builtin_v{BUILDER_VERSION}"
+    (_hermetic / builtin_folder / "brick" / "train").mkdir(parents=True)
+    (_hermetic / builtin_folder / "washer" / "test").mkdir(parents=True)
+    (_hermetic / builtin_folder / MANIFEST_NAME).write_text("{}")
     elsewhere = tmp_path / "elsewhere"
     make_dtd(elsewhere / "dtd", ("cracked",), per_class=4)
     _use(monkeypatch, elsewhere)
@@ -235,7 +236,7 @@ def test_list_shows_where_and_how_many(tmp_path: Path, monkeypatch: pytest.Monke
         f"magnetic-tile  magnetic-tile -> {(shared / 'magnetic-tile').resolve()}: 6 good, 6 defective "
         "(blowhole 2, break 1, crack 1, fray 1, uneven 1)",
         f"mvtec_ad       mvtec_ad -> {(shared / 'mvtec').resolve()}: 2 categories: bottle, carpet",
-        "builtin        builtin_v1: 2 categories: brick, washer",
+        f"builtin        {builtin_folder}: 2 categories: brick, washer",
     ]
     assert lines[1:] == expected
     assert [entry.name for entry in data_inventory()] == ["mnist", "mnist", "dtd", "dtd", "magnetic-tile", "mvtec_ad", "builtin"]

@@ -21,7 +21,11 @@ from adlearn.nn import BackboneWeightsWarning
 
 #: what each smoke run changes beyond one step: a smaller batch (a 97 M-parameter step) and a shorter latent
 #: search (500 steps per image at calibration and prediction), so the run fits a CI budget
-SMOKE_OVERRIDES = {"draem": {"batch_size": 2}, "anogan": {"search_steps": 5}}
+SMOKE_OVERRIDES = {
+    "draem": {"batch_size": 2},
+    "anogan": {"search_steps": 5},
+    "cutpaste": {"batch_size": 2, "patch_stride": 16},
+}
 
 
 @pytest.fixture()

@@ -17,8 +17,23 @@ of a brick wall, grass and gravel):
 Test defects are painted by :mod:`adlearn.data.surface_defects` (scratch,
 crack, hole, stain for the textures; scratch, crack, stain and a missing piece
 for the washer): geometric strokes and blobs, deliberately unlike the
-training-time anomaly simulators of the book. Each mask is exactly the set of
-pixels whose 8-bit value the defect changed.
+training-time anomaly simulators of the book.
+
+Each mask marks where the defect is visible: a defect's faint fringe (a
+crack's faint lighter lip, the soft edge of a broken-out piece or of a hole's
+rim) changes many pixels by a few grey levels, within the sensor noise (2
+levels standard deviation); pixels whose
+largest channel change is below :data:`VISIBLE_CHANGE` (8 levels of 8 bit) are
+reset to the clean picture, and so are isolated specks of a few pixels. The
+mask is then exactly the set of pixels where the written image and the clean
+picture differ, each by at least 8 levels on some channel. A defect that comes
+out smaller or larger than :data:`DEFECT_AREA_RANGE` of the image is redrawn.
+
+Per category there are 80 training images, 60 good test images and 15 test
+images of each of the 4 defect types (60 defective), so one test image moves
+the image AUROC by at most 1/60 (about 0.017). Version 2 of the builder (the
+folder ``builtin_v2``) introduced these counts and the visibility threshold;
+an old ``builtin_v1`` folder is not re-used.
 
 Everything is determined by the seed: each image has its own random stream,
 derived from ``(seed, category, split, defect type, index)``, so building the
@@ -45,7 +60,7 @@ import numpy as np
 from adlearn.data import surface_defects
 from adlearn.data.paths import default_data_root
 
-BUILDER_VERSION = 1
+BUILDER_VERSION = 2  # 2: 60 good + 60 defective test images, masks only where the change is visible
 BUILTIN_CATEGORIES: tuple[str, ...] = ("brick", "grass", "gravel", "washer")
 TEXTURE_CATEGORIES: tuple[str, ...] = ("brick", "grass", "gravel")
 BUILTIN_DEFECTS: dict[str, tuple[str, ...]] = {
@@ -58,6 +73,15 @@ MANIFEST_NAME = "adlearn_builtin.json"
 WORK_SIZE = 256  # images and defects are drawn at this size, then resized to image_size
 DEFECT_AREA_RANGE = (0.004, 0.10)  # fraction of the image a test defect may cover
 _MIN_REGION_PIXELS = 12  # smaller isolated pieces of a defect are undone (at 256x256)
+# The smallest visible change, in 8-bit levels on the channel the defect changed most.
+# The sensor noise has a standard deviation of 0.008 * 255 = 2 levels, so a good image's
+# pixels wander by about +-4 levels (2 sigma) around the noiseless picture; a change of 8
+# levels (4 sigma) stands out of that noise at a single pixel, a smaller one does not
+# (it is the defect's faint fringe: a crack's lighter lip, which made half of a v1 crack
+# mask, the soft edge of a broken-out piece or of a hole's rim). Such smaller changes
+# are undone, so the mask marks the pixels where the defect can be seen. Changing the
+# value changes the masks and images: bump BUILDER_VERSION with it.
+VISIBLE_CHANGE = 8
 
 # Stable numbers for the random streams (never reorder: it would change every image).
 _CATEGORY_CODES = {"brick": 0, "grass": 1, "gravel": 2, "washer": 3}
@@ -96,8 +120,8 @@ class BuiltinSettings:
     seed: int = 0
     image_size: int = 256
     n_train: int = 80
-    n_test_good: int = 20
-    n_test_per_defect: int = 10
+    n_test_good: int = 60
+    n_test_per_defect: int = 15
 
     def __post_init__(self) -> None:
         for field in fields(self):
@@ -112,7 +136,7 @@ class BuiltinSettings:
             )
 
     def folder_name(self) -> str:
-        """The default folder name: ``builtin_v1`` for the defaults, plus a digest otherwise."""
+        """The default folder name: ``builtin_v2`` for the defaults, plus a digest otherwise."""
         if self == BuiltinSettings():
             return f"builtin_v{BUILDER_VERSION}"
         digest = hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:8]
@@ -305,15 +329,22 @@ def _finish(image: np.ndarray, noise: np.ndarray, image_size: int) -> np.ndarray
     return np.round(noisy * 255.0).astype(np.uint8)
 
 
-def _drop_specks(image: np.ndarray, clean: np.ndarray, image_size: int) -> np.ndarray:
-    """Undo changes in tiny isolated specks (in place) and return the mask of the changed pixels.
+def _visible_change(image: np.ndarray, clean: np.ndarray, image_size: int) -> np.ndarray:
+    """Undo invisible changes and tiny isolated specks (in place); return the mask of the changed pixels.
 
-    A defect's faint fringe can change a few scattered pixels by one grey level.
-    As separate regions of the ground truth they would count as much as the
-    defect itself in per-region metrics (AUPRO), so they are reset to the clean
-    picture; the mask stays exactly the set of changed pixels.
+    A defect's faint fringe changes many pixels by a few grey levels, less than
+    the sensor noise moves them: lost in that noise, it cannot be seen, so pixels
+    changed by less than :data:`VISIBLE_CHANGE` levels on every channel are reset
+    to the clean picture. What is left can still hold a few scattered specks; as
+    separate regions of the ground truth they would count as much as the defect
+    itself in per-region metrics (AUPRO), so they are reset too. The mask stays
+    exactly the set of pixels where ``image`` and ``clean`` differ, and each of
+    them differs by at least :data:`VISIBLE_CHANGE` levels on some channel.
     """
-    changed = np.any(image != clean, axis=-1)
+    difference = np.abs(image.astype(np.int16) - clean.astype(np.int16)).max(axis=-1)
+    faint = (difference > 0) & (difference < VISIBLE_CHANGE)
+    image[faint] = clean[faint]
+    changed = difference >= VISIBLE_CHANGE
     count, labels, stats, _ = cv2.connectedComponentsWithStats(changed.astype(np.uint8), connectivity=8)
     min_pixels = max(2, round(_MIN_REGION_PIXELS * (image_size / WORK_SIZE) ** 2))
     speck = stats[:, cv2.CC_STAT_AREA] < min_pixels
@@ -339,7 +370,8 @@ def render_item(
     Returns:
         ``(clean, image, mask)``: the defect-free picture and the written picture
         (both uint8 ``[H, W, 3]``; identical for good images) and the boolean
-        mask ``[H, W]`` of the pixels where they differ.
+        mask ``[H, W]`` of the pixels where they differ (each by at least
+        :data:`VISIBLE_CHANGE` levels on some channel).
     """
     if category not in BUILTIN_CATEGORIES:
         raise ValueError(f"unknown built-in category {category!r}; expected one of {BUILTIN_CATEGORIES}.")
@@ -368,7 +400,7 @@ def render_item(
         else:
             defective = _paint(kind, category, clean, rng, np.ones(clean.shape[:2], np.float32))
         image_u8 = _finish(defective, noise, settings.image_size)
-        mask = _drop_specks(image_u8, clean_u8, settings.image_size)
+        mask = _visible_change(image_u8, clean_u8, settings.image_size)
         if low <= mask.mean() <= high:
             break
     return clean_u8, image_u8, mask
@@ -495,8 +527,8 @@ def build_builtin_dataset(
     *,
     image_size: int = 256,
     n_train: int = 80,
-    n_test_good: int = 20,
-    n_test_per_defect: int = 10,
+    n_test_good: int = 60,
+    n_test_per_defect: int = 15,
     verbose: bool = True,
 ) -> Path:
     """Build (or re-use) the built-in MVTec-layout data set and return its root folder.
@@ -511,7 +543,7 @@ def build_builtin_dataset(
 
     Args:
         root: where to build; default ``default_data_root() / settings.folder_name()``
-            (``data/builtin_v1`` in a checkout with the default settings).
+            (``data/builtin_v2`` in a checkout with the default settings).
         categories: names from :data:`BUILTIN_CATEGORIES`; default all of them.
         seed: the seed every image's random stream derives from.
         image_size: side of the square PNG files written.

@@ -10,7 +10,9 @@ anomaly simulator of the book (Perlin-noise masks filled with foreign textures,
 cut-and-paste patches): an evaluation on these defects is not circular.
 
 The ground-truth mask is not drawn separately: the builder derives it as the
-set of pixels whose final 8-bit value changed, so it is exact by construction.
+set of pixels whose final 8-bit value changed visibly (by at least
+:data:`adlearn.data.builtin.VISIBLE_CHANGE` levels; fainter changes are undone),
+so it is exact by construction.
 """
 
 from __future__ import annotations

@@ -18,8 +18,10 @@ from adlearn.methods.base import (
 from adlearn.methods.anogan import AnoGAN  # noqa: E402  (importing a method registers it)
 from adlearn.methods.draem import DRAEM  # noqa: E402
 from adlearn.methods.feature_knn import FeatureKNN  # noqa: E402
+from adlearn.methods.cutpaste import CutPaste  # noqa: E402
+from adlearn.methods.memseg import MemSeg  # noqa: E402
 
 __all__ = [
-    "AnoGAN", "DRAEM", "Detector", "DetectorConfig", "FeatureKNN", "Prediction", "TrainingPlan",
+    "AnoGAN", "CutPaste", "DRAEM", "Detector", "DetectorConfig", "FeatureKNN", "MemSeg", "Prediction", "TrainingPlan",
     "available", "check_images", "get", "register",
 ]
