@@ -27,17 +27,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import time
 import warnings
 from typing import Any
 
 import torch
-
-
-def _machine(threads: int) -> str:
-    device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
-    return f"{platform.processor() or platform.machine()}, {threads} CPU thread(s), {device}, torch {torch.__version__}"
+from _common import machine_description  # noqa: E402  (benchmarks/ is on the path when run as a script)
 
 
 def _best_of(repeats: int, function) -> tuple[float, Any]:
@@ -107,14 +102,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         row = measure(profile, overrides, train, image, args.repeats)
         rows.append(row)
         print(json.dumps(row), flush=True)
-    print(f"\nCutPaste patch-level localisation of one 256x256 image, {_machine(args.threads)}\n")
+    print(f"\nCutPaste patch-level localisation of one 256x256 image, {machine_description(args.threads)}\n")
     print("| profile | network input | patches (size, stride) | backbone | loop s | batched s | speed-up | max map difference |")
     print("|---|---|---|---|---|---|---|---|")
     for row in rows:
         print(f"| {row['profile']} | {row['image_size']} px | {row['patches']} ({row['patch_size']}, {row['patch_stride']}) | "
               f"{row['backbone']} | {row['loop_s']:.2f} | {row['batched_s']:.3f} | **{row['speedup']:.1f}×** | "
               f"{row['max_abs_map_difference']:.2e} ({row['relative_map_difference']:.1e} of the map's maximum) |")
-    result = {"machine": _machine(args.threads), "overrides": overrides, "rows": rows}
+    result = {"machine": machine_description(args.threads), "overrides": overrides, "rows": rows}
     if args.json:
         with open(args.json, "w") as handle:
             json.dump(result, handle, indent=1)

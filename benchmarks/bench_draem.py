@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import sys
 import tempfile
 import time
@@ -31,11 +30,7 @@ import cv2
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
-
-
-def _machine(threads: int) -> str:
-    device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
-    return f"{platform.processor() or platform.machine()}, {threads} CPU thread(s), {device}, torch {torch.__version__}"
+from _common import machine_description  # noqa: E402  (benchmarks/ is on the path when run as a script)
 
 
 # --------------------------------------------------------------------------- accuracy
@@ -96,14 +91,14 @@ def run_accuracy(args: argparse.Namespace) -> dict[str, Any]:
         rows.append(row)
         print(json.dumps(row), flush=True)
     header = "| category | image AUROC | pixel AUROC | AUPRO | pixel AP | image AUROC per defect type | train s |"
-    print(f"\nDRAEM, profile {args.profile}, overrides {overrides}, {_machine(torch.get_num_threads())}\n")
+    print(f"\nDRAEM, profile {args.profile}, overrides {overrides}, {machine_description(torch.get_num_threads())}\n")
     print(header)
     print("|---|---|---|---|---|---|---|")
     for row in rows:
         by_type = ", ".join(f"{name} {value:.2f}" for name, value in row["image_auroc_by_type"].items())
         print(f"| {row['category']} | {row['image_auroc']:.3f} | {row['pixel_auroc']:.3f} | {row['aupro']:.3f} | "
               f"{row['pixel_ap']:.3f} | {by_type} | {row['train_s']:.0f} |")
-    return {"profile": args.profile, "overrides": overrides, "machine": _machine(torch.get_num_threads()), "rows": rows}
+    return {"profile": args.profile, "overrides": overrides, "machine": machine_description(torch.get_num_threads()), "rows": rows}
 
 
 # --------------------------------------------------------------------------- speed
@@ -184,7 +179,7 @@ def run_speed(args: argparse.Namespace) -> dict[str, Any]:
     train_widths = (args.reconstructive_width or widths_of["book"][0], args.discriminative_width or widths_of["book"][1])
     root = builtin_dataset_root()
     image_paths = [Path(p) for p in MVTecAD(root, "grass", "train", image_size=size).paths]
-    results: dict[str, Any] = {"machine": _machine(torch.get_num_threads()), "device": str(device), "size": size}
+    results: dict[str, Any] = {"machine": machine_description(torch.get_num_threads()), "device": str(device), "size": size}
 
     # 1. synthesis alone: batched on the device vs. the original per-sample design in workers
     train = MVTecAD(root, "grass", "train", image_size=size)

@@ -17,17 +17,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import statistics
 import time
 from typing import Any
 
 import torch
-
-
-def _machine(threads: int) -> str:
-    device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
-    return f"{platform.processor() or platform.machine()}, {threads} CPU thread(s), {device}, torch {torch.__version__}"
+from _common import machine_description  # noqa: E402  (benchmarks/ is on the path when run as a script)
 
 
 def _datasets(args: argparse.Namespace, image_size: int) -> list[tuple[str, Any, Any]]:
@@ -81,7 +76,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                    "memory_bank": detector.info["memory_bank"], "backbone": detector.info["backbone_weights"]}
             rows.append(row)
             print(json.dumps(row), flush=True)
-    print(f"\nFeatureKNN, profile {args.profile}, overrides {overrides}, {_machine(args.threads)}\n")
+    print(f"\nFeatureKNN, profile {args.profile}, overrides {overrides}, {machine_description(args.threads)}\n")
     print("| data | seeds | image AUROC | pixel AUROC | AUPRO | fit s | predict s (images) | ms/image | bank |")
     print("|---|---|---|---|---|---|---|---|---|")
     for name in dict.fromkeys(row["data"] for row in rows):
@@ -97,7 +92,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
               f"{statistics.mean(r['fit_s'] for r in group):.1f} | "
               f"{statistics.mean(r['predict_s'] for r in group):.2f} ({group[0]['test_images']}) | "
               f"{statistics.mean(r['ms_per_image'] for r in group):.1f} | {group[0]['memory_bank']} |")
-    result = {"profile": args.profile, "overrides": overrides, "machine": _machine(args.threads), "rows": rows}
+    result = {"profile": args.profile, "overrides": overrides, "machine": machine_description(args.threads), "rows": rows}
     if args.json:
         with open(args.json, "w") as handle:
             json.dump(result, handle, indent=1)

@@ -33,18 +33,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import statistics
 import time
 import warnings
 from typing import Any
 
 import torch
-
-
-def _machine(threads: int) -> str:
-    device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
-    return f"{platform.processor() or platform.machine()}, {threads} CPU thread(s), {device}, torch {torch.__version__}"
+from _common import machine_description  # noqa: E402  (benchmarks/ is on the path when run as a script)
 
 
 def _paired(batched, loop, repeats: int) -> tuple[float, float, float, Any, Any]:
@@ -170,7 +165,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if {"latency", "train"} & set(args.parts):
         rows.extend(bench_latency_and_training(args, args.parts))
 
-    print(f"\nMemSeg, {_machine(args.threads)}\n")
+    print(f"\nMemSeg, {machine_description(args.threads)}\n")
     for row in rows:
         if row["part"] == "selection":
             print(f"memory selection, batch {row['batch']}, {row['memory']} memory samples, 256 px features; best "
@@ -191,7 +186,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                   f"{row.get('latency_ms_batch1', '')} | "
                   f"{row.get('latency_ms_per_image_batch8', '')} | {row.get('train_steps_per_s', '')} "
                   f"({row['batch_size']}) |")
-    result = {"machine": _machine(args.threads), "rows": rows}
+    result = {"machine": machine_description(args.threads), "rows": rows}
     if args.json:
         with open(args.json, "w") as handle:
             json.dump(result, handle, indent=1)
