@@ -1,4 +1,5 @@
-"""What every chapter notebook does first: :func:`start_chapter` and :func:`trained_model_path`.
+"""What every chapter notebook does first (:func:`start_chapter`, :func:`trained_model_path`) and how
+its prose quotes its outputs (:func:`glue`).
 
 The tool that keeps the notebooks' set-up cells in sync with ``_config.yml``
 lives in :mod:`adlearn.notebook_cells` (``python -m adlearn.notebook_cells sync|check``).
@@ -34,7 +35,10 @@ from adlearn.notebook_cells import (  # noqa: F401
     sync_notebooks,
 )
 
-__all__ = ["ChapterRun", "start_chapter", "trained_model_path"]
+__all__ = ["ChapterRun", "glue", "start_chapter", "trained_model_path"]
+
+#: the MIME-type prefix myst-nb looks for when it collects glued values (myst_nb.ext.glue.GLUE_PREFIX)
+GLUE_PREFIX = "application/papermill.record/"
 
 
 @dataclass(frozen=True)
@@ -87,6 +91,33 @@ def trained_model_path(detector: Any, name: str, root: str | Path | None = None)
     digest = hashlib.sha256(settings.encode()).hexdigest()[:8]
     folder = (Path(root).expanduser() if root is not None else default_data_root()) / "checkpoints"
     return folder / f"{name}_{digest}.pt"
+
+
+def glue(name: str, value: Any, fmt: str | None = None) -> str:
+    """Store ``value`` in the cell's outputs under ``name`` for the book's prose, and return its text.
+
+    The prose quotes it as ``{glue:text}`name``` and Jupyter Book puts the stored text there,
+    so a re-run cannot leave a sentence behind its numbers. Numbers are formatted here
+    (``fmt``, e.g. ``".3f"``) rather than in the markdown, so the stored text is exactly what the
+    book shows. Nothing is displayed in the notebook itself. This writes the output myst-nb's own
+    ``glue(name, value, display=False)`` writes, without needing myst-nb in the kernel (on Colab
+    it is not installed).
+
+    Args:
+        name: the key the prose uses; unique within the book page.
+        value: a number, string or anything with a useful ``str``.
+        fmt: a format specification for ``value`` (default ``str(value)``).
+    """
+    from IPython.display import display
+
+    if not name or not name.replace("_", "").isalnum():
+        raise ValueError(f"glue names are letters, digits and underscores, got {name!r}.")
+    text = format(value, fmt) if fmt is not None else str(value)
+    # stored as the repr of the string, as myst-nb's glue stores a str: its {glue:text} role reads the
+    # text back with ast.literal_eval, which would turn an unquoted "2,700" into a tuple and "0.830" into 0.83
+    display({GLUE_PREFIX + "text/plain": repr(text)}, raw=True,
+            metadata={"scrapbook": {"name": name, "mime_prefix": GLUE_PREFIX}})
+    return text
 
 
 if __name__ == "__main__":  # python -m adlearn.notebook sync|check: kept for old instructions

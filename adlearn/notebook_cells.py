@@ -38,6 +38,7 @@ __all__ = [
     "SETUP_CELL_MARKER",
     "SETUP_CELL_TEMPLATE",
     "chapter_notebooks",
+    "runnable_notebooks",
     "main",
     "repository_url",
     "setup_cell_source",
@@ -94,8 +95,20 @@ def sync_notebooks(notebooks: list[Path], url: str | None = None) -> list[Path]:
 
 
 def chapter_notebooks(root: Path = REPO_ROOT) -> list[Path]:
-    """The chapter notebooks ``notebooks/NN_slug.ipynb`` in order."""
+    """The chapter notebooks ``notebooks/NN_slug.ipynb`` in order (see :func:`runnable_notebooks` for every notebook with a set-up cell)."""
     return sorted((root / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+
+
+def _has_setup_cell(path: Path) -> bool:
+    cell = _first_code_cell(json.loads(path.read_text()))
+    return cell is not None and "".join(cell["source"]).startswith(SETUP_CELL_MARKER)
+
+
+def runnable_notebooks(root: Path = REPO_ROOT) -> list[Path]:
+    """Every notebook of the book with a Colab set-up cell: the chapters, then the pages under ``book/``
+    (the metrics primer) whose first code cell is one."""
+    pages = [path for path in sorted((root / "book").glob("*.ipynb")) if _has_setup_cell(path)]
+    return chapter_notebooks(root) + pages
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -103,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m adlearn.notebook_cells", description=__doc__.split("\n")[0])
     parser.add_argument("action", choices=["sync", "check"])
     args = parser.parse_args(argv)
-    notebooks = chapter_notebooks()
+    notebooks = runnable_notebooks()
     if args.action == "sync":
         for path in sync_notebooks(notebooks):
             print(f"updated {path}")

@@ -3,7 +3,7 @@
 Per data set and seed: fit seconds (backbone features of every training image,
 memory bank, coreset, calibration), image AUROC, pixel AUROC, AUPRO, and
 inference time per image over the whole test split; plus the wall time of
-predicting the 60 test images of one built-in category in one call::
+predicting the test images of one built-in category (120 in data set v2) in one call::
 
     python benchmarks/bench_feature_knn.py --threads 2 --data builtin --seeds 0 1 2
     python benchmarks/bench_feature_knn.py --threads 2 --data magnetic-tile --seeds 0 1 2

@@ -35,7 +35,9 @@ def test_repository_address_is_read_from_config():
 
 
 def test_chapter_setup_cells_match_the_config():
-    stale = nb_tools.stale_notebooks(nb_tools.chapter_notebooks(ROOT))
+    runnable = nb_tools.runnable_notebooks(ROOT)
+    assert ROOT / "book" / "metrics_primer.ipynb" in runnable  # sync/check cover the primer too
+    stale = nb_tools.stale_notebooks(runnable)
     assert stale == [], f"run `python -m adlearn.notebook_cells sync`; stale: {stale}"
 
 
@@ -268,3 +270,30 @@ def test_opencv_is_the_headless_build() -> None:
     gui = [line.split(":", 1)[1].strip() for line in cv2.getBuildInformation().splitlines() if line.strip().startswith("GUI:")]
     assert gui == ["NONE"], gui
     assert "headless" in importlib.metadata.version("opencv-python"), "the GUI opencv-python is installed"
+
+
+def test_glue_writes_the_output_myst_nb_collects(monkeypatch):
+    """adlearn.notebook.glue stores what myst-nb's own glue(display=False) stores, without myst-nb in the kernel."""
+    import IPython.display
+
+    from adlearn.notebook import glue
+
+    calls = []
+    monkeypatch.setattr(IPython.display, "display", lambda *args, **kwargs: calls.append((args, kwargs)))
+    assert glue("image_auroc", 0.98765, ".3f") == "0.988"
+    (bundle,), options = calls[0]
+    assert bundle == {"application/papermill.record/text/plain": "'0.988'"}
+    assert options == {"raw": True, "metadata": {"scrapbook": {"name": "image_auroc", "mime_prefix": "application/papermill.record/"}}}
+    myst_glue = pytest.importorskip("myst_nb.ext.glue")
+    assert myst_glue.GLUE_PREFIX == "application/papermill.record/"
+    theirs = []
+    monkeypatch.setattr(myst_glue, "ipy_display", lambda *args, **kwargs: theirs.append((args, kwargs)))
+    myst_glue.glue("image_auroc", "0.988", display=False)
+    (their_bundle,), their_options = theirs[0]
+    assert their_bundle == bundle and their_options["metadata"]["scrapbook"] == options["metadata"]["scrapbook"]
+    calls.clear()
+    glue("count", 2700, ",")  # read back by the {glue:text} role with ast.literal_eval: must stay the text "2,700"
+    import ast
+    assert ast.literal_eval(calls[0][0][0]["application/papermill.record/text/plain"]) == "2,700"
+    with pytest.raises(ValueError, match="glue names"):
+        glue("two words", 1)

@@ -12,9 +12,12 @@ from adlearn.methods.draem import (
     DRAEM,
     DiscriminativeSubNetwork,
     ReconstructiveSubNetwork,
+    RepairReport,
     anomaly_map_from_logits,
+    grey_textures,
     image_score_from_map,
     init_draem_weights,
+    measure_repair,
     random_crops,
     rotate_some,
 )
@@ -151,13 +154,13 @@ def test_train_crop_trains_on_windows_and_predicts_whole_images(grass):
     train, test = grass
     shapes = []
     detector = DRAEM.from_profile("quick", **TINY, steps=2, train_crop=32)
-    original_forward = detector.discriminative_net.forward
+    original_forward = detector.discriminative_net.forward_with_sspcab_loss  # training and prediction both call it
 
     def spy(joined):
         shapes.append(tuple(joined.shape))
         return original_forward(joined)
 
-    detector.discriminative_net.forward = spy
+    detector.discriminative_net.forward_with_sspcab_loss = spy
     detector.fit(train, progress=False)
     assert shapes[:2] == [(4, 6, 32, 32)] * 2  # training: windows
     assert all(shape[-2:] == (64, 64) for shape in shapes[2:])  # calibration: whole held-out images
@@ -314,3 +317,96 @@ def test_build_synthesizer_options_override_the_synthesis_hyper_parameter():
     assert batch.sources is not None and batch.sources.shape == (4, 3, 64, 64)
     with pytest.raises(TypeError):
         detector.build_synthesizer(verbose=False, no_such_option=1)
+
+
+# ----------------------------------------------------------------------------- ablation, grey sources, repair
+
+
+def test_ablation_without_reconstruction_trains_the_discriminative_net_on_the_image_alone(grass, tmp_path):
+    train, test = grass
+    detector = DRAEM.from_profile("quick", **TINY, steps=3, use_reconstruction=False).fit(train, progress=False)
+    assert list(detector.networks) == ["discriminative"] and detector.reconstructive_net is None
+    assert detector.discriminative_net.encoder_segment.block1[0].in_channels == 3
+    history = detector.history.to_frame()
+    assert {"loss", "focal"} <= set(history.columns) and "l2" not in history.columns
+    torch.testing.assert_close(torch.tensor(history["loss"].values), torch.tensor(history["focal"].values))
+    images = torch.stack([test[i]["image"] for i in range(2)])
+    output = detector.inspect(images)
+    assert output.reconstruction is None and output.maps.shape == (2, 1, 64, 64)
+    loaded = DRAEM.load(detector.save(tmp_path / "ablation.pt"))
+    torch.testing.assert_close(loaded.predict(images).maps, detector.predict(images).maps, rtol=0, atol=0)
+    with pytest.raises(ValueError, match="without its reconstructive sub-network"):
+        measure_repair(detector, images, detector.build_synthesizer(verbose=False), torch.Generator().manual_seed(0))
+
+
+def test_grey_textures_are_luma_in_every_channel():
+    textures = torch.tensor([[[[255]], [[0]], [[0]]], [[[0]], [[0]], [[255]]]], dtype=torch.uint8)  # red, blue
+    grey = grey_textures(textures)
+    assert grey.dtype == torch.uint8 and grey.shape == (2, 3, 1, 1)
+    assert grey[:, :, 0, 0].tolist() == [[76, 76, 76], [29, 29, 29]]  # 0.299 * 255, 0.114 * 255
+    floats = grey_textures(torch.rand(3, 3, 8, 8))
+    assert torch.equal(floats[:, 0], floats[:, 1]) and torch.equal(floats[:, 1], floats[:, 2])
+    detector = DRAEM.from_profile("quick", **TINY, grey_textures=True)
+    synthesizer = detector.build_synthesizer(verbose=False, keep_sources=True, anomaly_probability=1.0)
+    bank = synthesizer.textures.gather(torch.arange(len(synthesizer.textures)), (64, 64), torch.device("cpu"), torch.float32)
+    assert torch.equal(bank[:, 0], bank[:, 1]) and torch.equal(bank[:, 1], bank[:, 2])
+
+
+class _Identity(torch.nn.Module):
+    def forward(self, x):
+        return x
+
+
+class _Constant(torch.nn.Module):
+    def __init__(self, clean):
+        super().__init__()
+        self.clean = clean
+
+    def forward(self, x):
+        return self.clean[: len(x)]
+
+
+def test_measure_repair_compares_input_and_reconstruction_inside_the_masks(trained, grass):
+    train, _ = grass
+    clean = torch.stack([train[i]["image"] for i in range(6)])
+    synthesizer = DraemSynthesizer(torch.rand(4, 3, 64, 64), anomaly_probability=1.0)
+
+    def report_with(reconstructive):
+        trained.networks["reconstructive"], original = reconstructive, trained.networks["reconstructive"]
+        try:
+            return measure_repair(trained, clean, synthesizer, torch.Generator().manual_seed(3))
+        finally:
+            trained.networks["reconstructive"] = original
+
+    copying = report_with(_Identity())  # a "reconstruction" that copies the input repairs nothing
+    torch.testing.assert_close(copying.l1_reconstruction, copying.l1_input)
+    torch.testing.assert_close(copying.ssim_reconstruction, copying.ssim_input)
+    assert not copying.repairs and float(copying.l1_input.min()) > 0
+    # the same draw by hand: mean |input - clean| over each mask
+    synthetic = synthesizer(clean, torch.Generator().manual_seed(3))
+    masks = synthetic.masks
+    by_hand = ((synthetic.images - clean).abs().mean(1, keepdim=True) * masks).flatten(1).sum(1) / masks.flatten(1).sum(1)
+    torch.testing.assert_close(copying.l1_input, by_hand[masks.flatten(1).sum(1) > 0])
+    perfect = report_with(_Constant(clean[masks.flatten(1).sum(1) > 0]))  # gives back the clean image
+    assert perfect.repairs and float(perfect.l1_reconstruction.max()) < 1e-6
+    torch.testing.assert_close(perfect.ssim_reconstruction, torch.ones_like(perfect.ssim_reconstruction), atol=1e-4, rtol=0)
+    summary = perfect.summary()
+    assert summary["share repaired (L1)"] == 1.0 and summary["samples"] == len(perfect.l1_input)
+    assert isinstance(perfect, RepairReport)
+
+
+def test_sspcab_in_both_networks_adds_both_blocks_losses(grass):
+    both = DRAEM.from_profile("quick", **TINY, sspcab=True, sspcab_placement="both")
+    blocks = [name for name, module in both.networks.named_modules() if isinstance(module, SSPCAB)]
+    assert blocks == ["reconstructive.encoder.block5.0", "discriminative.encoder_segment.block6.0"]
+    only_rec = DRAEM.from_profile("quick", **TINY, sspcab=True)
+    assert [n for n, m in only_rec.networks.named_modules() if isinstance(m, SSPCAB)] == ["reconstructive.encoder.block5.0"]
+    logits, block_loss = both.discriminative_net.forward_with_sspcab_loss(torch.rand(2, 6, 64, 64))
+    assert logits.shape == (2, 2, 64, 64) and block_loss.ndim == 0
+    train, _ = grass
+    both.fit(train, steps=2, progress=False)
+    history = both.history.to_frame()
+    expected = history["l2"] + history["ssim"] + history["focal"] + 0.1 * history["sspcab"]
+    torch.testing.assert_close(torch.tensor(history["loss"].values), torch.tensor(expected.values), rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="sspcab_placement"):
+        DRAEM.from_profile("quick", sspcab=True, sspcab_placement="discriminative")

@@ -41,7 +41,7 @@ from torch import nn
 from adlearn.methods.base import (
     Detector, DetectorConfig, Prediction, TrainingPlan, register, resize_images, resize_maps,
 )
-from adlearn.nn import SSPCAB, SSIMLoss, focal_loss, sspcab_loss
+from adlearn.nn import SSPCAB, SSIMLoss, focal_loss, ssim_map, sspcab_loss
 from adlearn.simulation.augment import rotate
 from adlearn.train import random_batches
 
@@ -71,6 +71,23 @@ def _up_block(in_channels: int, out_channels: int) -> nn.Sequential:
     )
 
 
+def _last_stage(width: int, sspcab: bool) -> nn.Sequential:
+    """An encoder's last stage: two conv-BN-ReLU units, or with ``sspcab`` an SSPCAB block in place of the first
+    (the "penultimate convolutional layer" where the SSPCAB paper inserts it)."""
+    if not sspcab:
+        return _conv_block(width, width)
+    return nn.Sequential(SSPCAB(width), nn.Conv2d(width, width, kernel_size=3, padding=1), nn.BatchNorm2d(width),
+                         nn.ReLU(inplace=True))
+
+
+def _run_last_stage(stage: nn.Sequential, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The stage's output and, when it holds SSPCAB, the block's self-supervised loss (else ``None``)."""
+    if not isinstance(stage[0], SSPCAB):
+        return stage(x), None
+    predicted = stage[0](x)
+    return stage[1:](predicted), sspcab_loss(x, predicted)
+
+
 class ReconstructiveEncoder(nn.Module):
     """Five stages of two convolutions, four 2x max-pools: ``[B, 3, H, W] -> [B, 8w, H/16, W/16]``.
 
@@ -90,16 +107,7 @@ class ReconstructiveEncoder(nn.Module):
         self.mp3 = nn.Sequential(nn.MaxPool2d(2))
         self.block4 = _conv_block(4 * w, 8 * w)
         self.mp4 = nn.Sequential(nn.MaxPool2d(2))
-        self.has_sspcab = sspcab
-        if sspcab:
-            self.block5 = nn.Sequential(
-                SSPCAB(8 * w),
-                nn.Conv2d(8 * w, 8 * w, kernel_size=3, padding=1),
-                nn.BatchNorm2d(8 * w),
-                nn.ReLU(inplace=True),
-            )
-        else:
-            self.block5 = _conv_block(8 * w, 8 * w)
+        self.block5 = _last_stage(8 * w, sspcab)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Return the bottleneck features and, with SSPCAB, the block's self-supervised loss (else ``None``)."""
@@ -107,10 +115,7 @@ class ReconstructiveEncoder(nn.Module):
         x = self.mp2(self.block2(x))
         x = self.mp3(self.block3(x))
         x = self.mp4(self.block4(x))
-        if not self.has_sspcab:
-            return self.block5(x), None
-        predicted = self.block5[0](x)
-        return self.block5[1:](predicted), sspcab_loss(x, predicted)
+        return _run_last_stage(self.block5, x)
 
 
 class ReconstructiveDecoder(nn.Module):
@@ -168,9 +173,13 @@ class ReconstructiveSubNetwork(nn.Module):
 
 
 class DiscriminativeEncoder(nn.Module):
-    """Six stages, five 2x max-pools; returns every stage's features for the skip connections."""
+    """Six stages, five 2x max-pools; returns every stage's features for the skip connections.
 
-    def __init__(self, in_channels: int, base_width: int) -> None:
+    With ``sspcab=True`` the first convolution of the last stage is an SSPCAB block (the placement
+    "in both networks" the SSPCAB authors described for DRÆM).
+    """
+
+    def __init__(self, in_channels: int, base_width: int, sspcab: bool = False) -> None:
         super().__init__()
         w = base_width
         self.block1 = _conv_block(in_channels, w)
@@ -183,16 +192,19 @@ class DiscriminativeEncoder(nn.Module):
         self.mp4 = nn.Sequential(nn.MaxPool2d(2))
         self.block5 = _conv_block(8 * w, 8 * w)
         self.mp5 = nn.Sequential(nn.MaxPool2d(2))
-        self.block6 = _conv_block(8 * w, 8 * w)
+        self.block6 = _last_stage(8 * w, sspcab)
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        return self.forward_with_sspcab_loss(x)[0]
+
+    def forward_with_sspcab_loss(self, x: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor | None]:
         b1 = self.block1(x)
         b2 = self.block2(self.mp1(b1))
         b3 = self.block3(self.mp2(b2))
         b4 = self.block4(self.mp3(b3))
         b5 = self.block5(self.mp4(b4))
-        b6 = self.block6(self.mp5(b5))
-        return [b1, b2, b3, b4, b5, b6]
+        b6, block_loss = _run_last_stage(self.block6, self.mp5(b5))
+        return [b1, b2, b3, b4, b5, b6], block_loss
 
 
 class DiscriminativeDecoder(nn.Module):
@@ -230,16 +242,22 @@ class DiscriminativeSubNetwork(nn.Module):
         in_channels: 6 (reconstruction and image, 3 channels each).
         out_channels: 2 classes (normal, anomalous).
         base_width: width ``w`` of the first stage (paper: 64).
+        sspcab: put an SSPCAB block in place of the encoder's penultimate convolution.
     """
 
-    def __init__(self, in_channels: int = 6, out_channels: int = 2, base_width: int = 64) -> None:
+    def __init__(self, in_channels: int = 6, out_channels: int = 2, base_width: int = 64, sspcab: bool = False) -> None:
         super().__init__()
-        self.encoder_segment = DiscriminativeEncoder(in_channels, base_width)
+        self.encoder_segment = DiscriminativeEncoder(in_channels, base_width, sspcab=sspcab)
         self.decoder_segment = DiscriminativeDecoder(base_width, out_channels)
 
     def forward(self, joined: torch.Tensor) -> torch.Tensor:
         """Per-pixel class logits ``[B, out_channels, H, W]`` (H, W multiples of 32)."""
-        return self.decoder_segment(self.encoder_segment(joined))
+        return self.forward_with_sspcab_loss(joined)[0]
+
+    def forward_with_sspcab_loss(self, joined: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The logits and SSPCAB's loss (``None`` without SSPCAB)."""
+        features, block_loss = self.encoder_segment.forward_with_sspcab_loss(joined)
+        return self.decoder_segment(features), block_loss
 
 
 def init_draem_weights(module: nn.Module) -> None:
@@ -319,17 +337,90 @@ def image_score_from_map(anomaly_map: torch.Tensor, filter_size: int = 21) -> to
     return smoothed.flatten(1).amax(dim=1)
 
 
+def grey_textures(textures: torch.Tensor) -> torch.Tensor:
+    """``textures`` ``[N, 3, H, W]`` (float or uint8) turned grey: ITU-R 601 luma in all three channels."""
+    weights = torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)
+    luma = (textures.float() * weights).sum(dim=1, keepdim=True)
+    if textures.dtype == torch.uint8:
+        luma = luma.round().clamp(0, 255)
+    return luma.to(textures.dtype).expand(-1, 3, -1, -1).contiguous()
+
+
+@dataclass
+class RepairReport:
+    """How close the reconstruction comes to the clean image inside synthetic anomalies.
+
+    Per anomalous sample, means over the mask's pixels: ``l1_*`` is ``|x - clean|`` (lower is
+    closer), ``ssim_*`` the SSIM map of ``x`` against the clean image (higher is closer), for
+    ``x`` = the corrupted input and ``x`` = its reconstruction. The reconstruction *repairs*
+    when it is closer than the input on both.
+    """
+
+    l1_input: torch.Tensor
+    l1_reconstruction: torch.Tensor
+    ssim_input: torch.Tensor
+    ssim_reconstruction: torch.Tensor
+
+    def summary(self) -> dict[str, float]:
+        """Means over the samples, and the share of samples the reconstruction repaired (on L1 and on SSIM)."""
+        return {
+            "samples": len(self.l1_input),
+            "L1 in mask, input": float(self.l1_input.mean()),
+            "L1 in mask, reconstruction": float(self.l1_reconstruction.mean()),
+            "SSIM in mask, input": float(self.ssim_input.mean()),
+            "SSIM in mask, reconstruction": float(self.ssim_reconstruction.mean()),
+            "share repaired (L1)": float((self.l1_reconstruction < self.l1_input).float().mean()),
+            "share repaired (SSIM)": float((self.ssim_reconstruction > self.ssim_input).float().mean()),
+        }
+
+    @property
+    def repairs(self) -> bool:
+        """Closer to the clean image than the input, on average, by both L1 and SSIM inside the masks."""
+        s = self.summary()
+        return (s["L1 in mask, reconstruction"] < s["L1 in mask, input"]
+                and s["SSIM in mask, reconstruction"] > s["SSIM in mask, input"])
+
+
+def measure_repair(detector: "DRAEM", clean: torch.Tensor, synthesizer: Any, generator: torch.Generator) -> RepairReport:
+    """Corrupt ``clean`` normal images ``[B, 3, H, W]`` with ``synthesizer`` and compare, inside each
+    synthetic mask, the corrupted input and its reconstruction with the clean image.
+
+    Samples the synthesizer leaves unchanged (empty masks) are skipped. Images must already be at
+    the detector's ``image_size``, so that the mask lines up with the reconstruction.
+    """
+    if detector.reconstructive_net is None:
+        raise ValueError("this DRÆM was trained without its reconstructive sub-network (use_reconstruction=False).")
+    synthetic = synthesizer(clean, generator)
+    keep = synthetic.masks.flatten(1).sum(dim=1) > 0
+    if not bool(keep.any()):
+        raise ValueError("the synthesizer added no anomaly to any of the images; pass more images.")
+    corrupted, masks, clean = synthetic.images[keep], synthetic.masks[keep], clean[keep]
+    reconstruction = detector.inspect(corrupted).reconstruction
+    area = masks.flatten(1).sum(dim=1)
+
+    def inside(values: torch.Tensor) -> torch.Tensor:  # per-sample mean over the mask (and channels)
+        return (values.mean(dim=1, keepdim=True) * masks).flatten(1).sum(dim=1) / area
+
+    return RepairReport(
+        l1_input=inside((corrupted - clean).abs()),
+        l1_reconstruction=inside((reconstruction - clean).abs()),
+        ssim_input=inside(ssim_map(corrupted, clean)),
+        ssim_reconstruction=inside(ssim_map(reconstruction, clean)),
+    )
+
+
 @dataclass
 class DraemOutput:
     """Everything DRÆM computes for a batch (what the chapter's figures show).
 
     Attributes:
-        reconstruction: ``[B, 3, H, W]`` the reconstructive sub-network's output, clipped to ``[0, 1]``.
+        reconstruction: ``[B, 3, H, W]`` the reconstructive sub-network's output, clipped to ``[0, 1]``
+            (``None`` in the ablation without it).
         maps: ``[B, 1, H, W]`` pixel anomaly probabilities.
         scores: ``[B]`` image scores (max of the mean-filtered map).
     """
 
-    reconstruction: torch.Tensor
+    reconstruction: torch.Tensor | None
     maps: torch.Tensor
     scores: torch.Tensor
 
@@ -345,7 +436,12 @@ class DRAEMConfig(DetectorConfig):
         image_size: side of the square images the networks see (a multiple of 32: the U-Net pools 5 times).
         reconstructive_width: base width of the reconstructive sub-network (paper: 128).
         discriminative_width: base width of the discriminative sub-network (paper: 64).
-        sspcab: put SSPCAB in the reconstructive encoder (see :class:`ReconstructiveEncoder`).
+        sspcab: add SSPCAB blocks (see :class:`ReconstructiveEncoder`), where ``sspcab_placement`` says.
+        sspcab_placement: ``"reconstructive"`` (the block in the reconstructive encoder only, as the
+            public SSPCAB+DRÆM code does) or ``"both"`` (also in the discriminative encoder, as the
+            SSPCAB authors described it); each block's loss is added with ``sspcab_weight``.
+        use_reconstruction: ``False`` is the ablation without the reconstructive sub-network: the
+            discriminative net sees only the image (3 channels) and is trained by the focal loss alone.
         sspcab_weight: weight ``lambda`` of SSPCAB's loss in the total loss (SSPCAB paper: 0.1).
         batch_size: training batch size (paper: 8).
         train_crop: train on one random ``train_crop`` x ``train_crop`` window of every synthetic
@@ -368,6 +464,9 @@ class DRAEMConfig(DetectorConfig):
             data root. Without DTD an offline stand-in is used (see
             :func:`adlearn.data.textures.load_texture_images`).
         texture_count: how many anomaly-source textures to load (``None``: all of DTD, or 48 stand-ins).
+        grey_textures: turn the anomaly sources grey (luma in all three channels). For grey products
+            (Magnetic Tile Defects): with coloured sources every synthetic anomaly can be found by its
+            colour alone, a cue no real defect of a grey product has.
         synthesis: extra keyword arguments for :class:`adlearn.simulation.DraemSynthesizer`.
     """
 
@@ -375,6 +474,8 @@ class DRAEMConfig(DetectorConfig):
     reconstructive_width: int = 128
     discriminative_width: int = 64
     sspcab: bool = False
+    sspcab_placement: str = "reconstructive"
+    use_reconstruction: bool = True
     sspcab_weight: float = 0.1
     batch_size: int = 8
     train_crop: int | None = None
@@ -390,6 +491,7 @@ class DRAEMConfig(DetectorConfig):
     score_filter_size: int = 21
     texture_root: str | None = None
     texture_count: int | None = None
+    grey_textures: bool = False
     synthesis: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -407,6 +509,8 @@ class DRAEMConfig(DetectorConfig):
                              f"got {crop}.")
         if self.steps is None and self.epochs is None:
             raise ValueError("give the training length as steps or epochs; both are None.")
+        if self.sspcab_placement not in ("reconstructive", "both"):
+            raise ValueError(f"sspcab_placement must be 'reconstructive' or 'both', got {self.sspcab_placement!r}.")
         if self.score_filter_size < 1 or self.score_filter_size % 2 == 0:
             raise ValueError(f"score_filter_size must be a positive odd number, got {self.score_filter_size}.")
         if not 0.0 <= self.rotation_probability <= 1.0:
@@ -451,15 +555,19 @@ class DRAEM(Detector):
 
     def build_networks(self) -> dict[str, nn.Module]:
         c = self.config
-        reconstructive = ReconstructiveSubNetwork(3, 3, c.reconstructive_width, sspcab=c.sspcab)
-        discriminative = DiscriminativeSubNetwork(6, 2, c.discriminative_width)
-        reconstructive.apply(init_draem_weights)
+        discriminative = DiscriminativeSubNetwork(6 if c.use_reconstruction else 3, 2, c.discriminative_width,
+                                                  sspcab=c.sspcab and c.sspcab_placement == "both")
         discriminative.apply(init_draem_weights)
+        if not c.use_reconstruction:
+            return {"discriminative": discriminative}
+        reconstructive = ReconstructiveSubNetwork(3, 3, c.reconstructive_width, sspcab=c.sspcab)
+        reconstructive.apply(init_draem_weights)
         return {"reconstructive": reconstructive, "discriminative": discriminative}
 
     @property
-    def reconstructive_net(self) -> ReconstructiveSubNetwork:
-        return self.networks["reconstructive"]
+    def reconstructive_net(self) -> ReconstructiveSubNetwork | None:
+        """The reconstructive sub-network; ``None`` in the ablation without it (``use_reconstruction=False``)."""
+        return self.networks["reconstructive"] if "reconstructive" in self.networks else None
 
     @property
     def discriminative_net(self) -> DiscriminativeSubNetwork:
@@ -489,6 +597,8 @@ class DRAEM(Detector):
             c.texture_root, image_size=c.image_size, count=c.texture_count, seed=c.seed, dtype=torch.uint8,
             verbose=verbose,
         )
+        if c.grey_textures:
+            textures = grey_textures(textures)
         return DraemSynthesizer(textures, **{**c.synthesis, **options})
 
     def setup(self, images: torch.Tensor) -> None:
@@ -499,7 +609,7 @@ class DRAEM(Detector):
         c = self.config
         reconstructive, discriminative = self.reconstructive_net, self.discriminative_net
         optimizer = torch.optim.Adam(
-            [{"params": reconstructive.parameters()}, {"params": discriminative.parameters()}], lr=c.lr
+            [{"params": network.parameters()} for network in self.networks.values()], lr=c.lr
         )
         milestones = sorted({max(1, int(f * steps)) for f in c.lr_milestones})
         scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=milestones, gamma=c.lr_gamma)
@@ -516,18 +626,30 @@ class DRAEM(Detector):
             corrupted, masks = synthetic.images, synthetic.masks
             if c.train_crop is not None:
                 corrupted, clean, masks = random_crops((corrupted, clean, masks), c.train_crop, synthesis_generator)
-            with self.trainer.autocast():
-                reconstruction, block_loss = reconstructive.forward_with_sspcab_loss(corrupted)
-                # reconstruction first, then the image, as in the reference code; the
-                # reconstruction is not detached, so the focal loss also trains it.
-                logits = discriminative(torch.cat((reconstruction, corrupted), dim=1))
-            reconstruction = reconstruction.float()
-            l2 = F.mse_loss(reconstruction, clean)
-            structural = ssim_loss(reconstruction, clean)
-            segmentation = focal_loss(logits, masks, gamma=c.focal_gamma)
-            loss = l2 + c.ssim_weight * structural + segmentation
-            losses = {"loss": loss, "l2": l2, "ssim": structural, "focal": segmentation}
-            if block_loss is not None:
+            if reconstructive is None:  # the ablation: the discriminative net alone, on the image
+                with self.trainer.autocast():
+                    logits, seg_block_loss = discriminative.forward_with_sspcab_loss(corrupted)
+                segmentation = focal_loss(logits, masks, gamma=c.focal_gamma)
+                loss = segmentation
+                losses = {"loss": loss, "focal": segmentation}
+                block_losses = [seg_block_loss]
+            else:
+                with self.trainer.autocast():
+                    reconstruction, rec_block_loss = reconstructive.forward_with_sspcab_loss(corrupted)
+                    # reconstruction first, then the image, as in the reference code; the
+                    # reconstruction is not detached, so the focal loss also trains it.
+                    logits, seg_block_loss = discriminative.forward_with_sspcab_loss(
+                        torch.cat((reconstruction, corrupted), dim=1))
+                reconstruction = reconstruction.float()
+                l2 = F.mse_loss(reconstruction, clean)
+                structural = ssim_loss(reconstruction, clean)
+                segmentation = focal_loss(logits, masks, gamma=c.focal_gamma)
+                loss = l2 + c.ssim_weight * structural + segmentation
+                losses = {"loss": loss, "l2": l2, "ssim": structural, "focal": segmentation}
+                block_losses = [rec_block_loss, seg_block_loss]
+            block_losses = [value.float() for value in block_losses if value is not None]
+            if block_losses:
+                block_loss = sum(block_losses)
                 loss = loss + c.sspcab_weight * block_loss
                 losses.update(loss=loss, sspcab=block_loss)
             self.trainer.backward(loss)
@@ -542,12 +664,16 @@ class DRAEM(Detector):
 
     def _forward(self, images: torch.Tensor) -> DraemOutput:
         """Reconstruction, map and score of a batch at ``image_size`` on the device."""
-        reconstruction = self.reconstructive_net(images)
-        logits = self.discriminative_net(torch.cat((reconstruction, images), dim=1))
+        if self.reconstructive_net is None:  # the ablation without reconstruction
+            reconstruction, logits = None, self.discriminative_net(images)
+        else:
+            reconstruction = self.reconstructive_net(images)
+            logits = self.discriminative_net(torch.cat((reconstruction, images), dim=1))
+            reconstruction = reconstruction.float().clamp(0, 1)
         anomaly_map = anomaly_map_from_logits(logits)
         # the image score is taken at the networks' resolution, where the filter size was chosen
         scores = image_score_from_map(anomaly_map, self.config.score_filter_size)
-        return DraemOutput(reconstruction=reconstruction.float().clamp(0, 1), maps=anomaly_map, scores=scores)
+        return DraemOutput(reconstruction=reconstruction, maps=anomaly_map, scores=scores)
 
     def score_batch(self, images: torch.Tensor) -> Prediction:
         output = self._forward(images)
@@ -565,7 +691,8 @@ class DRAEM(Detector):
         parts = [self._forward(chunk) for chunk in self.prepared_batches(images, batch_size)]
         size = tuple(images.shape[-2:])
         return DraemOutput(
-            reconstruction=resize_images(torch.cat([p.reconstruction for p in parts]), size).cpu(),
+            reconstruction=None if parts[0].reconstruction is None
+            else resize_images(torch.cat([p.reconstruction for p in parts]), size).cpu(),
             maps=resize_maps(torch.cat([p.maps for p in parts]), size).cpu(),
             scores=torch.cat([p.scores for p in parts]).cpu(),
         )
