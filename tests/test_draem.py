@@ -410,3 +410,24 @@ def test_sspcab_in_both_networks_adds_both_blocks_losses(grass):
     torch.testing.assert_close(torch.tensor(history["loss"].values), torch.tensor(expected.values), rtol=1e-5, atol=1e-6)
     with pytest.raises(ValueError, match="sspcab_placement"):
         DRAEM.from_profile("quick", sspcab=True, sspcab_placement="discriminative")
+
+
+def test_reconstruction_warmup_trains_the_reconstructive_net_alone_first(grass):
+    train, _ = grass
+    detector = DRAEM.from_profile("quick", **TINY, steps=2, reconstruction_warmup_steps=2)
+    before = {k: v.clone() for k, v in detector.discriminative_net.state_dict().items()}
+    rec_before = {k: v.clone() for k, v in detector.reconstructive_net.state_dict().items()}
+    detector.fit(train, progress=False)
+    history = detector.history.to_frame()
+    assert "focal" not in history.columns or history["focal"].isna().all()
+    torch.testing.assert_close(torch.tensor(history["loss"].values), torch.tensor((history["l2"] + history["ssim"]).values))
+    after = detector.discriminative_net.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before if not k.endswith("num_batches_tracked"))
+    assert any(not torch.equal(rec_before[k], v) for k, v in detector.reconstructive_net.state_dict().items())
+    joint = DRAEM.from_profile("quick", **TINY, steps=3, reconstruction_warmup_steps=1).fit(train, progress=False)
+    focal = joint.history.to_frame()["focal"]
+    assert focal.isna().tolist() == [True, False, False]
+    with pytest.raises(ValueError, match="reconstruction_warmup_steps"):
+        DRAEM.from_profile("quick", reconstruction_warmup_steps=-1)
+    with pytest.raises(ValueError, match="needs the reconstructive"):
+        DRAEM.from_profile("quick", reconstruction_warmup_steps=2, use_reconstruction=False)

@@ -449,6 +449,10 @@ class DRAEMConfig(DetectorConfig):
             convolutional, so they still see whole images at test time; on stationary textures a
             window is as informative as the image at a fraction of the cost. Cut after synthesis,
             so anomalies keep their size relative to the image (a window may hold none).
+        reconstruction_warmup_steps: the first this many training steps train the reconstructive
+            sub-network alone (its loss only; the discriminative net is not run), the rest train both
+            as the paper does (paper: 0). Counted in ``steps``/``epochs``. A network that has learned to
+            reconstruct before the discriminative net starts to rely on it gives it a sharper reference.
         lr: Adam learning rate for both sub-networks (paper: 1e-4).
         epochs: training length in passes over the training set (paper: 700); used when ``steps`` is ``None``.
         steps: training length in optimiser steps; overrides ``epochs``.
@@ -479,6 +483,7 @@ class DRAEMConfig(DetectorConfig):
     sspcab_weight: float = 0.1
     batch_size: int = 8
     train_crop: int | None = None
+    reconstruction_warmup_steps: int = 0
     lr: float = 1e-4
     epochs: int | None = 700
     steps: int | None = None
@@ -509,6 +514,10 @@ class DRAEMConfig(DetectorConfig):
                              f"got {crop}.")
         if self.steps is None and self.epochs is None:
             raise ValueError("give the training length as steps or epochs; both are None.")
+        if self.reconstruction_warmup_steps < 0:
+            raise ValueError(f"reconstruction_warmup_steps must be >= 0, got {self.reconstruction_warmup_steps}.")
+        if self.reconstruction_warmup_steps and not self.use_reconstruction:
+            raise ValueError("reconstruction_warmup_steps needs the reconstructive sub-network (use_reconstruction=True).")
         if self.sspcab_placement not in ("reconstructive", "both"):
             raise ValueError(f"sspcab_placement must be 'reconstructive' or 'both', got {self.sspcab_placement!r}.")
         if self.score_filter_size < 1 or self.score_filter_size % 2 == 0:
@@ -620,7 +629,7 @@ class DRAEM(Detector):
         synthesizer = self.synthesizer
         ssim_loss = SSIMLoss()
 
-        def step(_: int) -> dict[str, Any]:
+        def step(index: int) -> dict[str, Any]:
             clean = rotate_some(next(batches), c.rotation_probability, c.rotation_degrees, synthesis_generator)
             synthetic = synthesizer(clean, synthesis_generator)
             corrupted, masks = synthetic.images, synthetic.masks
@@ -633,6 +642,15 @@ class DRAEM(Detector):
                 loss = segmentation
                 losses = {"loss": loss, "focal": segmentation}
                 block_losses = [seg_block_loss]
+            elif index < c.reconstruction_warmup_steps:  # the reconstructive net alone, before the joint training
+                with self.trainer.autocast():
+                    reconstruction, rec_block_loss = reconstructive.forward_with_sspcab_loss(corrupted)
+                reconstruction = reconstruction.float()
+                l2 = F.mse_loss(reconstruction, clean)
+                structural = ssim_loss(reconstruction, clean)
+                loss = l2 + c.ssim_weight * structural
+                losses = {"loss": loss, "l2": l2, "ssim": structural}
+                block_losses = [rec_block_loss]
             else:
                 with self.trainer.autocast():
                     reconstruction, rec_block_loss = reconstructive.forward_with_sspcab_loss(corrupted)
