@@ -4,6 +4,8 @@
 from __future__ import annotations
 
 import platform
+import statistics
+from typing import Any
 
 import torch
 
@@ -12,3 +14,23 @@ def machine_description(threads: int) -> str:
     """The line each benchmark prints and records: CPU, thread count, GPU (if any) and torch version."""
     device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
     return f"{platform.processor() or platform.machine()}, {threads} CPU thread(s), {device}, torch {torch.__version__}"
+
+
+def benchmark_datasets(data: str, root: str | None, categories: list[str] | None, image_size: int) -> list[tuple[str, Any, Any]]:
+    """``(name, train, test)`` per data set: the built-in categories (default all four), or Magnetic Tile Defects
+    (``data="magnetic-tile"``; ``root`` None: a local copy through ADLEARN_LOCAL_DATA / ``data import``)."""
+    from adlearn.data import MagneticTile, MVTecAD, builtin_dataset_root
+
+    if data == "magnetic-tile":
+        return [("magnetic_tile", MagneticTile(root, "train", image_size=image_size),
+                 MagneticTile(root, "test", image_size=image_size))]
+    root = root or builtin_dataset_root()
+    return [(c, MVTecAD(root, c, "train", image_size=image_size), MVTecAD(root, c, "test", image_size=image_size))
+            for c in categories or ["brick", "grass", "gravel", "washer"]]
+
+
+def mean_and_spread(values: list[float]) -> str:
+    """``"0.953 ± 0.012"`` (mean ± sample standard deviation), or the single value."""
+    if len(values) == 1:
+        return f"{values[0]:.3f}"
+    return f"{statistics.mean(values):.3f} ± {statistics.stdev(values):.3f}"

@@ -22,20 +22,7 @@ import time
 from typing import Any
 
 import torch
-from _common import machine_description  # noqa: E402  (benchmarks/ is on the path when run as a script)
-
-
-def _datasets(args: argparse.Namespace, image_size: int) -> list[tuple[str, Any, Any]]:
-    from adlearn.data import MagneticTile, MVTecAD, builtin_dataset_root
-
-    if args.data == "magnetic-tile":
-        root = args.root  # None: a local copy (ADLEARN_LOCAL_DATA or data import) or the data root
-        return [("magnetic_tile", MagneticTile(root, "train", image_size=image_size),
-                 MagneticTile(root, "test", image_size=image_size))]
-    root = args.root or builtin_dataset_root()
-    categories = args.categories or ["brick", "grass", "gravel", "washer"]
-    return [(c, MVTecAD(root, c, "train", image_size=image_size), MVTecAD(root, c, "test", image_size=image_size))
-            for c in categories]
+from _common import benchmark_datasets, machine_description, mean_and_spread  # noqa: E402  (benchmarks/ is on the path when run as a script)
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -58,7 +45,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     overrides = parse_overrides(args.set)
     image_size = FeatureKNN.profile_config(args.profile, **overrides).image_size
     rows = []
-    for name, train, test in _datasets(args, image_size):
+    for name, train, test in benchmark_datasets(args.data, args.root, args.categories, image_size):
         test_images = torch.stack([test[i]["image"] for i in range(len(test))])
         for seed in args.seeds:
             detector = FeatureKNN.from_profile(args.profile, **{**overrides, "seed": seed})
@@ -83,10 +70,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         group = [row for row in rows if row["data"] == name]
 
         def spread(key: str) -> str:
-            values = [row[key] for row in group]
-            if len(values) == 1:
-                return f"{values[0]:.3f}"
-            return f"{statistics.mean(values):.3f} ± {statistics.stdev(values):.3f}"
+            return mean_and_spread([row[key] for row in group])
 
         print(f"| {name} | {len(group)} | {spread('image_auroc')} | {spread('pixel_auroc')} | {spread('aupro')} | "
               f"{statistics.mean(r['fit_s'] for r in group):.1f} | "
