@@ -297,3 +297,16 @@ def test_glue_writes_the_output_myst_nb_collects(monkeypatch):
     assert ast.literal_eval(calls[0][0][0]["application/papermill.record/text/plain"]) == "2,700"
     with pytest.raises(ValueError, match="glue names"):
         glue("two words", 1)
+
+
+def test_every_glue_reference_has_a_committed_output():
+    """Each {glue:text}`name` in a notebook's prose is glued by that notebook's committed outputs (else the book
+    build fails with "No key ... found in glue data", after a re-run that dropped or renamed it)."""
+    glue_prefix = "application/papermill.record/"
+    for notebook in nb_tools.runnable_notebooks(ROOT):
+        cells = json.loads(notebook.read_text(encoding="utf-8"))["cells"]
+        prose = "".join("".join(c["source"]) for c in cells if c["cell_type"] == "markdown")
+        referenced = set(re.findall(r"\{glue(?::\w+)?\}`([\w]+)", prose))
+        glued = {output["metadata"]["scrapbook"]["name"] for c in cells for output in c.get("outputs", [])
+                 if any(key.startswith(glue_prefix) for key in output.get("data", {}))}
+        assert referenced <= glued, f"{notebook.name}: prose quotes {sorted(referenced - glued)} with no glued output"
