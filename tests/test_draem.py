@@ -14,13 +14,13 @@ from adlearn.methods.draem import (
     ReconstructiveSubNetwork,
     RepairReport,
     anomaly_map_from_logits,
-    grey_textures,
     image_score_from_map,
     init_draem_weights,
     measure_repair,
     random_crops,
     rotate_some,
 )
+from adlearn.data.textures import grey_textures
 from adlearn.nn import SSPCAB
 from adlearn.simulation import DraemSynthesizer
 

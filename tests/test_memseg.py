@@ -347,3 +347,13 @@ def test_foreground_option_passes_object_masks_to_the_synthesizer(builtin_root):
     for images, foreground in seen:
         assert images.shape == (4, 3, 64, 64) and foreground.shape == (4, 1, 64, 64)
         torch.testing.assert_close(foreground, foreground_masks(images))  # each image with its own mask
+
+
+def test_grey_textures_option_makes_the_texture_sources_grey():
+    detector = MemSeg.from_profile("quick", grey_textures=True, texture_count=4)
+    synthesizer = detector.build_synthesizer(verbose=False)
+    bank = synthesizer.textures.gather(torch.arange(len(synthesizer.textures)), (32, 32), torch.device("cpu"), torch.float32)
+    assert torch.equal(bank[:, 0], bank[:, 1]) and torch.equal(bank[:, 1], bank[:, 2])
+    coloured = MemSeg.from_profile("quick", texture_count=4).build_synthesizer(verbose=False)
+    bank = coloured.textures.gather(torch.arange(len(coloured.textures)), (32, 32), torch.device("cpu"), torch.float32)
+    assert not torch.equal(bank[:, 0], bank[:, 2])

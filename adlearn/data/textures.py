@@ -207,6 +207,15 @@ def load_texture_images(
     return _to_tensor(list(_fallback_arrays(count, image_size, fallback_seed)), dtype)
 
 
+def grey_textures(textures: torch.Tensor) -> torch.Tensor:
+    """``textures`` ``[N, 3, H, W]`` (float or uint8) turned grey: ITU-R 601 luma in all three channels."""
+    weights = torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)
+    luma = (textures.float() * weights).sum(dim=1, keepdim=True)
+    if textures.dtype == torch.uint8:
+        luma = luma.round().clamp(0, 255)
+    return luma.to(textures.dtype).expand(-1, 3, -1, -1).contiguous()
+
+
 def fallback_textures(count: int = 48, image_size: int = 256, seed: int = 0, dtype: torch.dtype = torch.float32) -> torch.Tensor:
     """The offline stand-in: ``count`` textures, alternating photograph crops and drawn patterns."""
     if not isinstance(count, int) or count < 1:

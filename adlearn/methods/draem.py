@@ -38,6 +38,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from adlearn.data.textures import grey_textures
 from adlearn.methods.base import (
     Detector, DetectorConfig, Prediction, TrainingPlan, register, resize_images, resize_maps,
 )
@@ -335,15 +336,6 @@ def image_score_from_map(anomaly_map: torch.Tensor, filter_size: int = 21) -> to
         raise ValueError(f"filter_size must be a positive odd number, got {filter_size}.")
     smoothed = F.avg_pool2d(anomaly_map, filter_size, stride=1, padding=filter_size // 2)
     return smoothed.flatten(1).amax(dim=1)
-
-
-def grey_textures(textures: torch.Tensor) -> torch.Tensor:
-    """``textures`` ``[N, 3, H, W]`` (float or uint8) turned grey: ITU-R 601 luma in all three channels."""
-    weights = torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)
-    luma = (textures.float() * weights).sum(dim=1, keepdim=True)
-    if textures.dtype == torch.uint8:
-        luma = luma.round().clamp(0, 255)
-    return luma.to(textures.dtype).expand(-1, 3, -1, -1).contiguous()
 
 
 @dataclass

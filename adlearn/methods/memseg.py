@@ -616,6 +616,8 @@ class MemSegConfig(DetectorConfig):
             data root, then a local copy; without DTD an offline stand-in is used (see
             :func:`adlearn.data.textures.load_texture_images`).
         texture_count: how many anomaly-source textures to load (``None``: all of DTD, or 48 stand-ins).
+        grey_textures: turn the texture anomalies' sources grey, for grey products (see
+            :func:`adlearn.data.textures.grey_textures` and DRÆM's option of the same name).
         synthesis: extra keyword arguments for :class:`adlearn.simulation.MemSegSynthesizer`.
     """
 
@@ -637,6 +639,7 @@ class MemSegConfig(DetectorConfig):
     foreground: bool = False
     texture_root: str | None = None
     texture_count: int | None = None
+    grey_textures: bool = False
     synthesis: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -724,7 +727,7 @@ class MemSeg(Detector):
         Texture anomalies come from DTD where it is found (else the offline stand-in, said so);
         ``options`` take precedence over the ``synthesis`` hyper-parameter.
         """
-        from adlearn.data.textures import load_texture_images
+        from adlearn.data.textures import grey_textures, load_texture_images
         from adlearn.simulation import MemSegSynthesizer
 
         c = self.config
@@ -732,6 +735,8 @@ class MemSeg(Detector):
             c.texture_root, image_size=c.image_size, count=c.texture_count, seed=c.seed, dtype=torch.uint8,
             verbose=verbose,
         )
+        if c.grey_textures:
+            textures = grey_textures(textures)
         return MemSegSynthesizer(textures, **{"use_foreground": c.foreground, **c.synthesis, **options})
 
     @torch.no_grad()
