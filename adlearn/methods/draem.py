@@ -38,7 +38,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from adlearn.data.textures import grey_textures
 from adlearn.methods.base import (
     Detector, DetectorConfig, Prediction, TrainingPlan, register, resize_images, resize_maps,
 )
@@ -596,10 +595,8 @@ class DRAEM(Detector):
         c = self.config
         textures = load_texture_images(
             c.texture_root, image_size=c.image_size, count=c.texture_count, seed=c.seed, dtype=torch.uint8,
-            verbose=verbose,
+            verbose=verbose, grey=c.grey_textures,
         )
-        if c.grey_textures:
-            textures = grey_textures(textures)
         return DraemSynthesizer(textures, **{**c.synthesis, **options})
 
     def setup(self, images: torch.Tensor) -> None:
@@ -627,36 +624,30 @@ class DRAEM(Detector):
             corrupted, masks = synthetic.images, synthetic.masks
             if c.train_crop is not None:
                 corrupted, clean, masks = random_crops((corrupted, clean, masks), c.train_crop, synthesis_generator)
-            if reconstructive is None:  # the ablation: the discriminative net alone, on the image
-                with self.trainer.autocast():
-                    logits, seg_block_loss = discriminative.forward_with_sspcab_loss(corrupted)
-                segmentation = focal_loss(logits, masks, gamma=c.focal_gamma)
-                loss = segmentation
-                losses = {"loss": loss, "focal": segmentation}
-                block_losses = [seg_block_loss]
-            elif index < c.reconstruction_warmup_steps:  # the reconstructive net alone, before the joint training
-                with self.trainer.autocast():
-                    reconstruction, rec_block_loss = reconstructive.forward_with_sspcab_loss(corrupted)
-                reconstruction = reconstruction.float()
-                l2 = F.mse_loss(reconstruction, clean)
-                structural = ssim_loss(reconstruction, clean)
-                loss = l2 + c.ssim_weight * structural
-                losses = {"loss": loss, "l2": l2, "ssim": structural}
-                block_losses = [rec_block_loss]
-            else:
-                with self.trainer.autocast():
-                    reconstruction, rec_block_loss = reconstructive.forward_with_sspcab_loss(corrupted)
+            # Which networks this step trains: both (the paper), the reconstructive one alone during
+            # reconstruction_warmup_steps, or the discriminative one alone in the ablation without reconstruction.
+            train_discriminative = reconstructive is None or index >= c.reconstruction_warmup_steps
+            block_losses = []
+            with self.trainer.autocast():
+                if reconstructive is not None:
+                    reconstruction, block_loss = reconstructive.forward_with_sspcab_loss(corrupted)
+                    block_losses.append(block_loss)
+                if train_discriminative:
                     # reconstruction first, then the image, as in the reference code; the
                     # reconstruction is not detached, so the focal loss also trains it.
-                    logits, seg_block_loss = discriminative.forward_with_sspcab_loss(
-                        torch.cat((reconstruction, corrupted), dim=1))
+                    joined = corrupted if reconstructive is None else torch.cat((reconstruction, corrupted), dim=1)
+                    logits, block_loss = discriminative.forward_with_sspcab_loss(joined)
+                    block_losses.append(block_loss)
+            parts: dict[str, torch.Tensor] = {}
+            loss = None
+            if reconstructive is not None:
                 reconstruction = reconstruction.float()
-                l2 = F.mse_loss(reconstruction, clean)
-                structural = ssim_loss(reconstruction, clean)
-                segmentation = focal_loss(logits, masks, gamma=c.focal_gamma)
-                loss = l2 + c.ssim_weight * structural + segmentation
-                losses = {"loss": loss, "l2": l2, "ssim": structural, "focal": segmentation}
-                block_losses = [rec_block_loss, seg_block_loss]
+                parts.update(l2=F.mse_loss(reconstruction, clean), ssim=ssim_loss(reconstruction, clean))
+                loss = parts["l2"] + c.ssim_weight * parts["ssim"]
+            if train_discriminative:
+                parts["focal"] = focal_loss(logits, masks, gamma=c.focal_gamma)
+                loss = parts["focal"] if loss is None else loss + parts["focal"]
+            losses = {"loss": loss, **parts}
             block_losses = [value.float() for value in block_losses if value is not None]
             if block_losses:
                 block_loss = sum(block_losses)
