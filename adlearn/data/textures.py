@@ -140,6 +140,7 @@ def load_texture_images(
     dtype: torch.dtype = torch.float32,
     fallback: bool = True,
     verbose: bool = True,
+    grey: bool = False,
 ) -> torch.Tensor:
     """Anomaly-source textures as ``[N, 3, image_size, image_size]``, from DTD or the offline stand-in.
 
@@ -157,6 +158,7 @@ def load_texture_images(
             the anomaly makers accept both).
         fallback: use the stand-in when DTD is missing; with ``False`` a missing DTD is an error.
         verbose: print where the textures came from.
+        grey: return them grey (:func:`grey_textures`), as anomaly sources for grey products.
 
     Raises:
         ValueError: the DTD images folder exists but is empty, or bad ``image_size``/``count``.
@@ -190,7 +192,8 @@ def load_texture_images(
             classes = sorted({path.parent.name for path in paths})
             print(f"anomaly-source textures: {len(paths)} DTD images of {len(classes)} classes "
                   f"({', '.join(classes)}) from {display_path(images_dir)}")
-        return _to_tensor([_read_rgb(path, image_size) for path in paths], dtype)
+        textures = _to_tensor([_read_rgb(path, image_size) for path in paths], dtype)
+        return grey_textures(textures) if grey else textures
     if not fallback:
         raise FileNotFoundError(
             f"no DTD textures under {searched} (looked for {searched / 'dtd' / 'images'}); "
@@ -204,7 +207,8 @@ def load_texture_images(
             "(scikit-image photographs and drawn patterns). Download DTD with "
             "adlearn.data.textures.download_dtd() to train as the papers do."
         )
-    return _to_tensor(list(_fallback_arrays(count, image_size, fallback_seed)), dtype)
+    textures = _to_tensor(list(_fallback_arrays(count, image_size, fallback_seed)), dtype)
+    return grey_textures(textures) if grey else textures
 
 
 def grey_textures(textures: torch.Tensor) -> torch.Tensor:

@@ -727,16 +727,14 @@ class MemSeg(Detector):
         Texture anomalies come from DTD where it is found (else the offline stand-in, said so);
         ``options`` take precedence over the ``synthesis`` hyper-parameter.
         """
-        from adlearn.data.textures import grey_textures, load_texture_images
+        from adlearn.data.textures import load_texture_images
         from adlearn.simulation import MemSegSynthesizer
 
         c = self.config
         textures = load_texture_images(
             c.texture_root, image_size=c.image_size, count=c.texture_count, seed=c.seed, dtype=torch.uint8,
-            verbose=verbose,
+            verbose=verbose, grey=c.grey_textures,
         )
-        if c.grey_textures:
-            textures = grey_textures(textures)
         return MemSegSynthesizer(textures, **{"use_foreground": c.foreground, **c.synthesis, **options})
 
     @torch.no_grad()
