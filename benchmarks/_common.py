@@ -3,8 +3,10 @@
 
 from __future__ import annotations
 
+import json
 import platform
 import statistics
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -34,3 +36,10 @@ def mean_and_spread(values: list[float]) -> str:
     if len(values) == 1:
         return f"{values[0]:.3f}"
     return f"{statistics.mean(values):.3f} ± {statistics.stdev(values):.3f}"
+
+
+def write_results(path: str | Path | None, result: Any) -> None:
+    """``--json PATH``: write ``result`` there as JSON (its folder created); nothing when ``path`` is None."""
+    if path:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        Path(path).write_text(json.dumps(result, indent=1))

@@ -22,7 +22,7 @@ import time
 from typing import Any
 
 import torch
-from _common import benchmark_datasets, machine_description, mean_and_spread  # noqa: E402  (benchmarks/ is on the path)
+from _common import benchmark_datasets, machine_description, mean_and_spread, write_results  # noqa: E402  (benchmarks/ is on the path)
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -73,9 +73,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
               f"{by_type} | {statistics.mean(r['fit_s'] for r in group):.0f} |")
     result = {"method": args.method, "profile": args.profile, "overrides": overrides,
               "machine": machine_description(args.threads), "rows": rows}
-    if args.json:
-        with open(args.json, "w") as handle:
-            json.dump(result, handle, indent=1)
+    write_results(args.json, result)
     return result
 
 

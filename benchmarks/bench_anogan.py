@@ -33,7 +33,6 @@ is scikit-learn's offline stand-in; the script says so and the tables name it.
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import sys
 import time
@@ -41,6 +40,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from _common import write_results  # noqa: E402  (benchmarks/ is on the path when run as a script)
 
 from adlearn.data.mnist import one_class_split
 from adlearn.methods.anogan import AnoGAN, latent_search, latent_search_per_image
@@ -201,9 +201,7 @@ def main(argv: list[str] | None = None) -> int:
         results["protocol"] = rows
         print(_protocol_table(rows, f"{context}, data {rows[0]['source'] if rows else '?'}"))
 
-    if args.json is not None:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(results, indent=2))
+    write_results(args.json, results)
     return 0
 
 

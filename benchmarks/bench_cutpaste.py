@@ -32,7 +32,7 @@ import warnings
 from typing import Any
 
 import torch
-from _common import machine_description  # noqa: E402  (benchmarks/ is on the path when run as a script)
+from _common import machine_description, write_results  # noqa: E402  (benchmarks/ is on the path when run as a script)
 
 
 def _best_of(repeats: int, function) -> tuple[float, Any]:
@@ -110,9 +110,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
               f"{row['backbone']} | {row['loop_s']:.2f} | {row['batched_s']:.3f} | **{row['speedup']:.1f}×** | "
               f"{row['max_abs_map_difference']:.2e} ({row['relative_map_difference']:.1e} of the map's maximum) |")
     result = {"machine": machine_description(args.threads), "overrides": overrides, "rows": rows}
-    if args.json:
-        with open(args.json, "w") as handle:
-            json.dump(result, handle, indent=1)
+    write_results(args.json, result)
     return result
 
 

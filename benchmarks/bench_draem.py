@@ -30,7 +30,7 @@ import cv2
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
-from _common import machine_description  # noqa: E402  (benchmarks/ is on the path when run as a script)
+from _common import machine_description, write_results  # noqa: E402  (benchmarks/ is on the path when run as a script)
 
 
 # --------------------------------------------------------------------------- accuracy
@@ -329,9 +329,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     results = run_accuracy(args) if args.mode == "accuracy" else run_speed(args)
-    if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(results, indent=2))
+    write_results(args.json, results)
     return 0
 
 

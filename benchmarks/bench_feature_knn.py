@@ -22,7 +22,7 @@ import time
 from typing import Any
 
 import torch
-from _common import benchmark_datasets, machine_description, mean_and_spread  # noqa: E402  (benchmarks/ is on the path when run as a script)
+from _common import benchmark_datasets, machine_description, mean_and_spread, write_results  # noqa: E402  (benchmarks/ is on the path when run as a script)
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -77,9 +77,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
               f"{statistics.mean(r['predict_s'] for r in group):.2f} ({group[0]['test_images']}) | "
               f"{statistics.mean(r['ms_per_image'] for r in group):.1f} | {group[0]['memory_bank']} |")
     result = {"profile": args.profile, "overrides": overrides, "machine": machine_description(args.threads), "rows": rows}
-    if args.json:
-        with open(args.json, "w") as handle:
-            json.dump(result, handle, indent=1)
+    write_results(args.json, result)
     return result
 
 

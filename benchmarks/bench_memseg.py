@@ -39,7 +39,7 @@ import warnings
 from typing import Any
 
 import torch
-from _common import machine_description  # noqa: E402  (benchmarks/ is on the path when run as a script)
+from _common import machine_description, write_results  # noqa: E402  (benchmarks/ is on the path when run as a script)
 
 
 def _paired(batched, loop, repeats: int) -> tuple[float, float, float, Any, Any]:
@@ -187,9 +187,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                   f"{row.get('latency_ms_per_image_batch8', '')} | {row.get('train_steps_per_s', '')} "
                   f"({row['batch_size']}) |")
     result = {"machine": machine_description(args.threads), "rows": rows}
-    if args.json:
-        with open(args.json, "w") as handle:
-            json.dump(result, handle, indent=1)
+    write_results(args.json, result)
     return result
 
 
