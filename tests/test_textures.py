@@ -127,3 +127,32 @@ def test_download_dtd_rejects_a_wrong_digest(tmp_path: Path, monkeypatch: pytest
     monkeypatch.setattr(T, "DTD_URL", archive.as_uri())
     with pytest.raises(ChecksumError):
         T.download_dtd(tmp_path / "data", progress=False)
+
+
+def test_image_folder_reads_images_at_any_depth(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    for index, relative in enumerate(["n01/a.jpg", "n01/b.png", "n02/deeper/c.JPEG", "notes.txt"]):
+        path = tmp_path / "imagenet" / relative
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if relative.endswith(".txt"):
+            path.write_text("not an image")
+        else:
+            Image.fromarray(rng.integers(0, 255, (40 + index, 50, 3), dtype=np.uint8)).save(path)
+    images = T.load_image_folder(tmp_path / "imagenet", image_size=32)
+    assert images.shape == (3, 3, 32, 32) and images.dtype == torch.uint8
+    assert T.load_image_folder(tmp_path / "imagenet", image_size=32, count=2, seed=1).shape[0] == 2
+    natural, source = T.load_natural_images(tmp_path / "imagenet", 16, verbose=False)
+    assert natural.shape == (3, 3, 16, 16) and source.startswith("3 images from")
+    with pytest.raises(FileNotFoundError, match="no image folder"):
+        T.load_image_folder(tmp_path / "missing", image_size=32)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError, match="holds no images"):
+        T.load_image_folder(tmp_path / "empty", image_size=32)
+
+
+def test_natural_images_fall_back_to_the_stand_in(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ADLEARN_DATA", str(tmp_path))
+    monkeypatch.setattr(T, "find_local_copy", lambda name: None)
+    images, source = T.load_natural_images(None, 24, count=5, verbose=False)
+    assert images.shape == (5, 3, 24, 24) and images.dtype == torch.uint8
+    assert source == "5 offline stand-in textures"

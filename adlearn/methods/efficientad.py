@@ -103,6 +103,8 @@ class EfficientADConfig(DetectorConfig):
             offline: ``efficientnet_lite0``).
         distill_steps, distill_batch_size, distill_lr: the distillation (paper: 60 000 x 16, 1e-4).
         distill_view_size: side of the distillation views (``None``: ``image_size``, as the paper).
+        distill_seed: seeds the distillation. It is not ``seed``: as in the paper, one teacher serves every
+            category and every training seed.
         distill_root: a folder of natural images to distil on (ImageNet, Imagenette); ``None``: the
             DTD copy, else scikit-image's photographs and drawn patterns.
         distill_count: how many of those images (``None``: all).
@@ -131,6 +133,7 @@ class EfficientADConfig(DetectorConfig):
     distill_batch_size: int = 16
     distill_lr: float = 1e-4
     distill_view_size: int | None = None
+    distill_seed: int = 0
     distill_root: str | None = None
     distill_count: int | None = None
     steps: int = 70_000
@@ -265,7 +268,7 @@ class EfficientAD(Detector):
                 "image_size": c.image_size, "backbone": c.distill_backbone, "steps": c.distill_steps,
                 "batch_size": c.distill_batch_size, "lr": c.distill_lr, "view_size": c.distill_view_size,
                 "root": c.distill_root,
-                "count": c.distill_count, "seed": c.seed}
+                "count": c.distill_count, "seed": c.distill_seed}
 
     def natural_images(self, root: str | None, count: int | None, size: int, seed: int) -> tuple[torch.Tensor, str]:
         from adlearn.data.textures import load_natural_images
@@ -289,11 +292,11 @@ class EfficientAD(Detector):
         else:
             # loaded at twice the view side: the views (50-100 % crops) are then never shrunk by grid sampling
             view = c.distill_view_size or c.image_size
-            images, source = self.natural_images(c.distill_root, c.distill_count, 2 * view, c.seed)
+            images, source = self.natural_images(c.distill_root, c.distill_count, 2 * view, c.distill_seed)
             distilled = distill_teacher(
                 images, size=c.model_size, widths=self.teacher.widths, out_channels=c.out_channels,
                 image_size=c.image_size, view_size=c.distill_view_size, backbone=c.distill_backbone, steps=c.distill_steps,
-                batch_size=c.distill_batch_size, lr=c.distill_lr, seed=c.seed, device=self.device,
+                batch_size=c.distill_batch_size, lr=c.distill_lr, seed=c.distill_seed, device=self.device,
                 progress=progress, source=source,
             )
             self.teacher.load_state_dict(distilled.network.state_dict())
