@@ -313,3 +313,23 @@ def test_save_load_is_exact(trained, washer, tmp_path):
     for key in ("local_low", "local_high", "global_low", "global_high"):
         torch.testing.assert_close(loaded.calibration[key], trained.calibration[key], rtol=0, atol=0)
     torch.testing.assert_close(loaded.networks["teacher_statistics"]["std"], trained.networks["teacher_statistics"]["std"])
+
+
+def test_cached_teacher_path_follows_the_teacher_settings_and_prepare_runs_once(tmp_path, washer, monkeypatch):
+    train, _ = washer
+    config = EfficientAD.profile_config("quick")
+    path = EfficientAD.cached_teacher_path(config, tmp_path)
+    assert path.parent == tmp_path and path.name.startswith("efficientad_teacher_")
+    assert EfficientAD.cached_teacher_path(EfficientAD.profile_config("quick", seed=5), tmp_path) == path  # any seed
+    assert EfficientAD.cached_teacher_path(EfficientAD.profile_config("quick", distill_steps=5), tmp_path) != path
+    detector = EfficientAD.from_profile("quick", teacher_path=str(path), steps=1)
+    detector.prepare_teacher(progress=False)  # a chapter shows the teacher before training
+    assert detector.info["teacher"] == "distilled" and len(detector.teacher_history) == config.distill_steps
+    monkeypatch.setattr(detector, "prepare_teacher", lambda **kwargs: pytest.fail("prepared twice"))
+    detector.fit(train, progress=False, device="cpu")
+    assert detector.info["teacher"] == "distilled"
+    again = EfficientAD.from_profile("quick", teacher_path=str(path), steps=1)
+    again.prepare_teacher(progress=False)  # read from the file, with the loss history it saved
+    assert again.info["teacher"] == "file (distilled by adlearn)"
+    assert again.teacher_history.records == detector.teacher_history.records
+    assert EfficientAD.from_profile("quick", teacher="random").teacher_settings()["images"] in ("dtd", "stand-in")

@@ -37,6 +37,9 @@ cores) and in half precision on CUDA.
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
+import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -52,6 +55,15 @@ from adlearn.nn.backbones import BACKBONES
 from adlearn.nn.pdn import PDN_WIDTHS, EfficientADAutoencoder, PatchDescriptionNetwork, pdn_output_size
 from adlearn.simulation.augment import _color_jitter_operations, apply_augmentation_plan, sample_augmentation_plan
 from adlearn.train import random_batches
+
+def natural_image_kind() -> str:
+    """``"dtd"`` when a DTD copy is found (the default natural images), else ``"stand-in"``."""
+    from adlearn.data.paths import default_data_root, find_local_copy
+    from adlearn.data.textures import find_dtd_images
+
+    found = find_local_copy("dtd") is not None or find_dtd_images(default_data_root()) is not None
+    return "dtd" if found else "stand-in"
+
 
 __all__ = ["EfficientAD", "EfficientADConfig", "hard_feature_loss", "quantile_normalize", "TEACHER_SOURCES"]
 
@@ -209,13 +221,14 @@ class EfficientAD(Detector):
             penalty_count=8, distill_lr=1e-3,
         ),
         # book: 128-px images (the 33-px receptive field then covers a quarter of the image side, as 66 px
-        # would at 256) and PDN-S at half its widths (a third of the convolution work); the teacher distilled
-        # offline from the ImageNet EfficientNet-Lite0 on the DTD copy; batch 8 instead of 1 so the student
-        # sees as many images in 1 500 steps as in 12 000 of the paper's. Settings chosen on the built-in
-        # grass training data and held for every category.
+        # would at 256); PDN-S at half its widths with 128 output channels instead of 384 (the student's last
+        # layer, the largest, shrinks threefold; a Lite0 teacher has at most 176 channels to imitate, see
+        # DISTILL_STRIDES); the teacher distilled offline from the ImageNet EfficientNet-Lite0 on the DTD copy,
+        # on 64-px views; batch 4 instead of 1, so 1 000 steps show the student 4 000 images (the paper: 70 000).
         "book": dict(
-            image_size=128, pdn_widths=(64, 128, 128), distill_backbone="efficientnet_lite0", distill_steps=3000,
-            distill_batch_size=16, distill_lr=1e-3, distill_view_size=64, steps=1500, batch_size=8, lr=1e-3, penalty_count=512,
+            image_size=128, pdn_widths=(64, 128, 128), out_channels=128, distill_backbone="efficientnet_lite0",
+            distill_steps=1500, distill_batch_size=16, distill_lr=1e-3, distill_view_size=64, steps=1000,
+            batch_size=4, lr=1e-3, penalty_count=512,
         ),
         "paper": {},
     }
@@ -262,13 +275,29 @@ class EfficientAD(Detector):
     # ------------------------------------------------------------------ the teacher
 
     def teacher_settings(self) -> dict[str, Any]:
-        """The settings a distilled teacher depends on (a cached teacher file must match them)."""
+        """The settings a distilled teacher depends on (a cached teacher file must match them).
+
+        ``images`` says which natural images the distillation would use: the folder given in
+        ``distill_root``, else ``"dtd"`` when a DTD copy is found, else ``"stand-in"`` -- so a
+        teacher distilled on the stand-ins is not reused once DTD is there, nor the reverse.
+        """
         c = self.config
         return {"model_size": c.model_size, "pdn_widths": list(self.teacher.widths), "out_channels": c.out_channels,
                 "image_size": c.image_size, "backbone": c.distill_backbone, "steps": c.distill_steps,
                 "batch_size": c.distill_batch_size, "lr": c.distill_lr, "view_size": c.distill_view_size,
-                "root": c.distill_root,
+                "images": c.distill_root if c.distill_root is not None else natural_image_kind(),
                 "count": c.distill_count, "seed": c.distill_seed}
+
+    @classmethod
+    def cached_teacher_path(cls, config: EfficientADConfig, folder: str | Path) -> Path:
+        """Where to keep the teacher ``config`` distils: ``folder/efficientad_teacher_<digest>.pt``.
+
+        The digest covers :meth:`teacher_settings`, so a change of settings distils into a new file
+        instead of stopping at an old one (pass the result as ``teacher_path``).
+        """
+        probe = cls(dataclasses.replace(config, teacher="random", teacher_path=None), _restoring=True)
+        text = json.dumps(probe.teacher_settings(), sort_keys=True, default=str)
+        return Path(folder).expanduser() / f"efficientad_teacher_{hashlib.sha256(text.encode()).hexdigest()[:10]}.pt"
 
     def natural_images(self, root: str | None, count: int | None, size: int, seed: int) -> tuple[torch.Tensor, str]:
         from adlearn.data.textures import load_natural_images
@@ -276,8 +305,14 @@ class EfficientAD(Detector):
         return load_natural_images(root, size, count, seed=seed, verbose=False)
 
     def prepare_teacher(self, progress: bool = True) -> None:
-        """Load, distil or keep random the teacher, as ``config.teacher`` says; records it in :attr:`info`."""
+        """Load, distil or keep random the teacher, as ``config.teacher`` says; records it in :attr:`info`.
+
+        Done once per detector: ``fit`` calls it in ``setup`` unless it was called before (a chapter
+        calls it first to show the teacher). :attr:`teacher_history` holds the distillation loss, from
+        this run or from the teacher file, or ``None`` (random or published teacher).
+        """
         c = self.config
+        self.teacher_history = None
         path = Path(c.teacher_path).expanduser() if c.teacher_path else None
         if c.teacher == "random":
             self.info.update(teacher="random initialisation (last resort: its features describe nothing learnt)")
@@ -289,6 +324,11 @@ class EfficientAD(Detector):
                                  f"model asks for {self.teacher_settings()}. Give another teacher_path, or delete "
                                  "the file to distil again.")
             self.info.update(found)
+            payload = torch.load(path, map_location="cpu", weights_only=False)
+            if isinstance(payload, dict) and "history" in payload:
+                from adlearn.train import History
+
+                self.teacher_history = History(list(payload["history"]))
         else:
             # loaded at twice the view side: the views (50-100 % crops) are then never shrunk by grid sampling
             view = c.distill_view_size or c.image_size
@@ -306,6 +346,7 @@ class EfficientAD(Detector):
                 save_teacher(distilled, path, self.teacher_settings())
                 self.info["teacher_path"] = str(path)
         self.teacher.requires_grad_(False).eval()
+        self.teacher_ready = True
 
     @torch.no_grad()
     def teacher_features(self, images: torch.Tensor) -> torch.Tensor:
@@ -315,7 +356,8 @@ class EfficientAD(Detector):
 
     def setup(self, images: torch.Tensor) -> None:
         """Get the teacher, then its channel mean and standard deviation over the training images."""
-        self.prepare_teacher(progress=getattr(self, "_progress", True))
+        if not getattr(self, "teacher_ready", False):
+            self.prepare_teacher(progress=getattr(self, "_progress", True))
         total = total_squares = None
         count = 0
         with torch.no_grad():
