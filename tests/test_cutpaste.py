@@ -217,7 +217,7 @@ def test_registered_profiles_and_validation():
     assert paper.head_widths == (512,) * 8 + (128,) and paper.image_model and paper.sspcab_weight == 0.1
     assert (paper.patch_size, paper.patch_stride, paper.map_blur_sigma) == (64, 4, 4.0)
     book = CutPaste.profile_config("book")
-    assert (book.image_size, book.backbone, book.patch_size, book.image_model) == (128, "efficientnet_lite0", 32, False)
+    assert (book.image_size, book.backbone, book.patch_size, book.image_model) == (128, "efficientnet_lite0", 48, False)
     with pytest.raises(ValueError, match="must be a multiple of patch_stride"):
         CutPaste(image_size=64, patch_size=32, patch_stride=5)
     with pytest.raises(ValueError, match="backbone must be one of"):
@@ -316,3 +316,10 @@ def test_image_model_option_scores_with_its_own_gaussian(washer):
                                     detector.calibration["image_density_precision"])
     torch.testing.assert_close(prediction.scores, expected, rtol=1e-5, atol=1e-5)
     assert prediction.maps.shape == (3, 1, 64, 64)
+
+
+def test_diverged_embeddings_are_a_clear_error():
+    embeddings = torch.randn(10, 4)
+    embeddings[3, 1] = float("nan")
+    with pytest.raises(ValueError, match="training diverged"):
+        fit_gaussian_density(embeddings)
