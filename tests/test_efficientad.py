@@ -161,8 +161,8 @@ def test_published_sequential_layout_loads_and_computes_the_same(tmp_path):
     path = tmp_path / "teacher_small.pth"
     torch.save(reference.state_dict(), path)  # keys 0.weight, 3.weight, 6.weight, 8.weight
     ours = PatchDescriptionNetwork("small", 16, (8, 8, 8)).eval()
-    info = load_teacher_file(path, ours)
-    assert info["teacher"] == "file (published weights)"
+    info, history = load_teacher_file(path, ours)
+    assert info["teacher"] == "file (published weights)" and history is None
     images = torch.rand(2, 3, 64, 64)
     from adlearn.nn.pdn import IMAGENET_MEAN, IMAGENET_STD
 

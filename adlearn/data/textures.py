@@ -43,6 +43,7 @@ __all__ = [
     "load_texture_images",
     "load_image_folder",
     "load_natural_images",
+    "natural_image_kind",
     "fallback_textures",
 ]
 
@@ -249,9 +250,15 @@ def load_natural_images(root: str | Path | None, image_size: int, count: int | N
         return images, source
     images = load_texture_images(None, image_size=image_size, count=count, seed=seed, dtype=torch.uint8,
                                  verbose=verbose)
-    found = find_local_copy("dtd") is not None or find_dtd_images(default_data_root()) is not None
+    found = natural_image_kind() == "dtd"
     source = f"{images.shape[0]} DTD images" if found else f"{images.shape[0]} offline stand-in textures"
     return images, source
+
+
+def natural_image_kind() -> str:
+    """Which natural images :func:`load_natural_images` reads without a folder: ``"dtd"`` (a copy is found) or ``"stand-in"``."""
+    found = find_local_copy("dtd") is not None or find_dtd_images(default_data_root()) is not None
+    return "dtd" if found else "stand-in"
 
 
 def grey_textures(textures: torch.Tensor) -> torch.Tensor:

@@ -55,17 +55,10 @@ from adlearn.methods.base import BufferDict, Detector, DetectorConfig, Predictio
 from adlearn.methods.efficientad_teacher import distill_teacher, load_teacher_file, save_teacher
 from adlearn.nn.backbones import BACKBONES
 from adlearn.nn.pdn import PDN_WIDTHS, EfficientADAutoencoder, PatchDescriptionNetwork, pdn_output_size
-from adlearn.simulation.augment import _color_jitter_operations, apply_augmentation_plan, sample_augmentation_plan
+from adlearn.simulation.augment import (
+    _color_jitter_operations, apply_augmentation_plan, random_grayscale, sample_augmentation_plan,
+)
 from adlearn.train import random_batches
-
-def natural_image_kind() -> str:
-    """``"dtd"`` when a DTD copy is found (the default natural images), else ``"stand-in"``."""
-    from adlearn.data.paths import default_data_root, find_local_copy
-    from adlearn.data.textures import find_dtd_images
-
-    found = find_local_copy("dtd") is not None or find_dtd_images(default_data_root()) is not None
-    return "dtd" if found else "stand-in"
-
 
 __all__ = ["EfficientAD", "EfficientADConfig", "hard_feature_loss", "quantile_normalize", "TEACHER_SOURCES"]
 
@@ -283,6 +276,8 @@ class EfficientAD(Detector):
         ``distill_root``, else ``"dtd"`` when a DTD copy is found, else ``"stand-in"`` -- so a
         teacher distilled on the stand-ins is not reused once DTD is there, nor the reverse.
         """
+        from adlearn.data.textures import natural_image_kind
+
         c = self.config
         return {"model_size": c.model_size, "pdn_widths": list(self.teacher.widths), "out_channels": c.out_channels,
                 "image_size": c.image_size, "backbone": c.distill_backbone, "steps": c.distill_steps,
@@ -302,7 +297,7 @@ class EfficientAD(Detector):
         return Path(folder).expanduser() / f"efficientad_teacher_{hashlib.sha256(text.encode()).hexdigest()[:10]}.pt"
 
     def natural_images(self, root: str | None, count: int | None, size: int, seed: int) -> tuple[torch.Tensor, str]:
-        from adlearn.data.textures import load_natural_images
+        from adlearn.data.textures import load_natural_images  # reads images with OpenCV: not at import time
 
         return load_natural_images(root, size, count, seed=seed, verbose=False)
 
@@ -319,18 +314,13 @@ class EfficientAD(Detector):
         if c.teacher == "random":
             self.info.update(teacher="random initialisation (last resort: its features describe nothing learnt)")
         elif c.teacher == "file" or (path is not None and path.is_file()):
-            found = load_teacher_file(path, self.teacher)
-            settings = found.get("teacher_settings")
-            if c.teacher == "distill" and settings is not None and settings != self.teacher_settings():
+            found, self.teacher_history = load_teacher_file(path, self.teacher)
+            settings, expected = found.get("teacher_settings"), self.teacher_settings()
+            if c.teacher == "distill" and settings is not None and settings != expected:
                 raise ValueError(f"the distilled teacher in {path} was made with other settings ({settings}); this "
-                                 f"model asks for {self.teacher_settings()}. Give another teacher_path, or delete "
+                                 f"model asks for {expected}. Give another teacher_path, or delete "
                                  "the file to distil again.")
             self.info.update(found)
-            payload = torch.load(path, map_location="cpu", weights_only=False)
-            if isinstance(payload, dict) and "history" in payload:
-                from adlearn.train import History
-
-                self.teacher_history = History(list(payload["history"]))
         else:
             # loaded at twice the view side: the views (50-100 % crops) are then never shrunk by grid sampling
             view = c.distill_view_size or c.image_size
@@ -426,11 +416,7 @@ class EfficientAD(Detector):
                 parts.append(jittered)
             if penalty is not None:
                 # the reference grey-scales 30 % of the ImageNet penalty images
-                outside = next(penalty).float() / 255.0
-                grey = torch.rand(count, generator=generator).to(outside.device) < 0.3
-                luma = (outside * torch.tensor([0.299, 0.587, 0.114], device=outside.device).view(1, 3, 1, 1)).sum(
-                    1, keepdim=True)
-                parts.append(torch.where(grey[:, None, None, None], luma.expand(-1, 3, -1, -1), outside))
+                parts.append(random_grayscale(next(penalty).float() / 255.0, 0.3, generator))
             inputs = torch.cat(parts).contiguous(memory_format=torch.channels_last)
             # the autoencoder's dropout draws from the global generator: seed it by the step index, so a
             # resumed run draws the same masks as an uninterrupted one

@@ -33,6 +33,7 @@ import torch.nn.functional as F
 
 from adlearn.nn.backbones import FeatureExtractor
 from adlearn.nn.pdn import PatchDescriptionNetwork, convert_pdn_state_dict
+from adlearn.simulation.augment import random_grayscale
 from adlearn.train import History
 
 __all__ = [
@@ -110,10 +111,7 @@ def _random_views(images: torch.Tensor, count: int, size: int, generator: torch.
     theta[:, :, 2] = shift
     grid = F.affine_grid(theta.to(chosen.device), [count, 3, size, size], align_corners=False)
     batch = F.grid_sample(chosen, grid, mode="bilinear", padding_mode="border", align_corners=False)
-    grey = (torch.rand(count, generator=generator) < grey_probability).to(batch.device)
-    luma = (batch * torch.tensor([0.299, 0.587, 0.114], device=batch.device).view(1, 3, 1, 1)).sum(1, keepdim=True)
-    batch = torch.where(grey[:, None, None, None], luma.expand(-1, 3, -1, -1), batch)
-    return batch.clamp(0, 1)
+    return random_grayscale(batch, grey_probability, generator).clamp(0, 1)
 
 
 def distill_teacher(
@@ -226,12 +224,13 @@ def save_teacher(teacher: DistilledTeacher, path: str | Path, settings: dict[str
     return path
 
 
-def load_teacher_file(path: str | Path, network: PatchDescriptionNetwork) -> dict[str, Any]:
+def load_teacher_file(path: str | Path, network: PatchDescriptionNetwork) -> tuple[dict[str, Any], History | None]:
     """Load the teacher weights at ``path`` into ``network``; returns what the file says about them.
 
     ``path`` is a file written by :func:`save_teacher` (its ``info`` and
-    ``settings`` are returned) or a published teacher in any layout
-    :func:`~adlearn.nn.pdn.convert_pdn_state_dict` reads.
+    ``settings`` are returned, with its distillation loss history) or a
+    published teacher in any layout :func:`~adlearn.nn.pdn.convert_pdn_state_dict`
+    reads (no history: ``None``).
 
     Raises:
         FileNotFoundError: nothing at ``path``.
@@ -252,6 +251,7 @@ def load_teacher_file(path: str | Path, network: PatchDescriptionNetwork) -> dic
                          f"{network.out_channels} outputs: expected {expected}, the file holds {found}.")
     network.load_state_dict(state)
     if ours:
-        return {**payload["info"], "teacher": "file (distilled by adlearn)", "teacher_path": str(path),
+        info = {**payload["info"], "teacher": "file (distilled by adlearn)", "teacher_path": str(path),
                 "teacher_settings": payload["settings"]}
-    return {"teacher": "file (published weights)", "teacher_path": str(path)}
+        return info, History(list(payload["history"]))
+    return {"teacher": "file (published weights)", "teacher_path": str(path)}, None

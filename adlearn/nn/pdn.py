@@ -33,6 +33,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from adlearn.nn.backbones import _IMAGENET_MEAN, _IMAGENET_STD
+
 __all__ = [
     "PDN_RECEPTIVE_FIELD", "PDN_WIDTHS", "EfficientADAutoencoder", "PatchDescriptionNetwork",
     "convert_pdn_state_dict", "pdn_layers", "pdn_output_size",
@@ -42,8 +44,8 @@ __all__ = [
 PDN_RECEPTIVE_FIELD = 33
 #: the paper's hidden widths per model size (the output has ``out_channels``, 384 in the paper)
 PDN_WIDTHS = {"small": (128, 256, 256), "medium": (256, 512, 512)}
-#: ImageNet normalisation, which the published teachers were distilled with
-IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+#: ImageNet normalisation, which the published teachers were distilled with (the torchvision backbones' values)
+IMAGENET_MEAN, IMAGENET_STD = _IMAGENET_MEAN, _IMAGENET_STD
 
 
 def pdn_layers(size: str, widths: Sequence[int], out_channels: int, padding: bool) -> list[tuple[int, int, int]]:

@@ -35,6 +35,7 @@ import torch.nn.functional as F
 from adlearn.simulation._validation import generator_device
 
 __all__ = [
+    "random_grayscale",
     "Augmentation",
     "AugmentationPlan",
     "DRAEM_AUGMENTATIONS",
@@ -69,6 +70,15 @@ def grayscale(images: torch.Tensor) -> torch.Tensor:
     """Luma ``0.299 R + 0.587 G + 0.114 B`` (ITU-R 601, as OpenCV and PIL), shape ``[B, 1, H, W]``."""
     weights = images.new_tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)
     return (images * weights).sum(dim=1, keepdim=True)
+
+
+def random_grayscale(images: torch.Tensor, probability: float, generator: torch.Generator | None = None) -> torch.Tensor:
+    """``images`` ``[B, 3, H, W]`` with each one turned grey (luma in all three channels) with ``probability``.
+
+    torchvision's ``RandomGrayscale``, batched: one draw per image from ``generator`` (on the CPU).
+    """
+    grey = (torch.rand(images.shape[0], generator=generator) < probability).to(images.device)
+    return torch.where(grey[:, None, None, None], grayscale(images).expand(-1, 3, -1, -1), images)
 
 
 def rgb_to_hsv(images: torch.Tensor) -> torch.Tensor:
