@@ -333,3 +333,23 @@ def test_cached_teacher_path_follows_the_teacher_settings_and_prepare_runs_once(
     assert again.info["teacher"] == "file (distilled by adlearn)"
     assert again.teacher_history.records == detector.teacher_history.records
     assert EfficientAD.from_profile("quick", teacher="random").teacher_settings()["images"] in ("dtd", "stand-in")
+
+
+def test_padded_pdn_maps_cover_the_frame_the_unpadded_one_leaves_blind(washer):
+    """pdn_padding=True: the maps are the full H/4 grid, and a change at the image corner reaches the map's corner."""
+    train, test = washer
+    images = stack(test, [0])
+    changed = images.clone()
+    changed[..., :8, :8] = 1.0 - changed[..., :8, :8]  # an 8-px square at the top-left corner, inside the blind frame
+    corners = {}
+    for padding in (False, True):
+        detector = EfficientAD.from_profile("quick", steps=2, teacher="random", pdn_padding=padding)
+        detector.fit(train, progress=False, device="cpu")
+        local, global_ = detector.raw_maps(images)
+        assert local.shape[-1] == global_.shape[-1] == (16 if padding else 8)  # 64 // 4, or 8 without the frame
+        assert detector.autoencoder.output_size == local.shape[-1]
+        before, after = detector.predict(images).maps, detector.predict(changed).maps
+        assert before.shape == after.shape == (1, 1, 64, 64)
+        corners[padding] = float((after - before)[..., :8, :8].abs().max())
+    assert corners[False] == 0.0  # the unpadded PDN's zero-padded frame cannot see the corner
+    assert corners[True] > 0.0

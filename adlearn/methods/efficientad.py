@@ -101,6 +101,9 @@ class EfficientADConfig(DetectorConfig):
         pdn_widths: the PDNs' hidden widths (``None``: the paper's for ``model_size``); narrower ones
             are a CPU budget.
         out_channels: teacher channels (384); the student has twice as many.
+        pdn_padding: zero-pad the PDNs' convolutions, so the maps cover the whole ``H/4 x W/4`` grid
+            (``False``, the paper's: the maps miss a 4-cell frame, 16 px at every edge, which the map
+            fills with zeros -- a blind frame; the reference code offers padding as an option too).
         teacher: where the teacher comes from: ``"file"`` (``teacher_path``: a published teacher or
             one :func:`~adlearn.methods.efficientad_teacher.save_teacher` wrote), ``"distill"``
             (distilled in ``fit``, then read from and written to ``teacher_path`` when given, so it
@@ -133,6 +136,7 @@ class EfficientADConfig(DetectorConfig):
     model_size: str = "small"
     pdn_widths: tuple[int, ...] | None = None
     out_channels: int = 384
+    pdn_padding: bool = False
     teacher: str = "distill"
     teacher_path: str | None = None
     distill_backbone: str = "wide_resnet101_2"
@@ -238,15 +242,16 @@ class EfficientAD(Detector):
 
     def build_networks(self) -> dict[str, nn.Module]:
         c = self.config
-        teacher = PatchDescriptionNetwork(c.model_size, c.out_channels, c.pdn_widths).requires_grad_(False)
+        teacher = PatchDescriptionNetwork(c.model_size, c.out_channels, c.pdn_widths,
+                                          padding=c.pdn_padding).requires_grad_(False)
         networks: dict[str, nn.Module] = {
             "teacher": teacher,
-            "student": PatchDescriptionNetwork(c.model_size, 2 * c.out_channels, c.pdn_widths),
+            "student": PatchDescriptionNetwork(c.model_size, 2 * c.out_channels, c.pdn_widths, padding=c.pdn_padding),
             "teacher_statistics": BufferDict(),
         }
         if c.use_autoencoder:
             networks["autoencoder"] = EfficientADAutoencoder(c.image_size, c.out_channels,
-                                                             pdn_output_size(c.image_size))
+                                                             pdn_output_size(c.image_size, c.pdn_padding))
         return networks
 
     @property
@@ -480,8 +485,8 @@ class EfficientAD(Detector):
         return local, global_
 
     def full_size(self, maps: torch.Tensor) -> torch.Tensor:
-        """Maps at the PDN's grid padded back to the full stride-4 grid and upsampled to ``image_size``."""
-        padded = F.pad(maps, (MAP_PADDING,) * 4)
+        """Maps at the PDN's grid on the full stride-4 grid (an unpadded PDN's: zero-padded back), upsampled to ``image_size``."""
+        padded = maps if self.config.pdn_padding else F.pad(maps, (MAP_PADDING,) * 4)
         size = self.config.image_size
         return F.interpolate(padded, size=(size, size), mode="bilinear", align_corners=False)
 
