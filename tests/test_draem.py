@@ -205,16 +205,21 @@ def grass(builtin_root):
 
 @pytest.fixture(scope="module")
 def trained(grass):
-    """A tiny DRÆM trained briefly on the built-in grass images."""
+    """A tiny DRÆM trained briefly on the built-in grass images.
+
+    200 steps: at 120 the largest defect beat every good image by less than the difference between one and two
+    threads' rounding (0.251 vs 0.244 on one thread, 0.288 vs 0.310 on two); at 200 it wins by 0.03-0.06 on
+    seeds 0-2.
+    """
     train, _ = grass
-    detector = DRAEM.from_profile("quick", **TINY, steps=120, lr=2e-3)
+    detector = DRAEM.from_profile("quick", **TINY, steps=200, lr=2e-3)
     detector.fit(train, progress=False)
     return detector
 
 
 def test_training_lowers_the_losses(trained):
     history = trained.history.to_frame()
-    assert len(history) == 120
+    assert len(history) == 200
     assert set(history.columns) >= {"loss", "l2", "ssim", "focal"}
     first, last = history.head(5).mean(), history.tail(5).mean()
     for name in ("loss", "l2", "focal"):
