@@ -146,15 +146,47 @@ def test_network_shapes_and_sspcab_placement():
     output = plain(images)
     assert output.embeddings.shape == (4, 320) and output.logits.shape == (4, 3) and output.sspcab_loss is None
     assert plain.sspcab is None and not any(isinstance(m, SSPCAB) for m in plain.modules())
-    # the block sits before the stride-32 stage: it sees the 112 channels of stride 16
-    assert isinstance(with_block.sspcab, SSPCAB) and with_block.sspcab.channels == 112
+    # the block sits at the entry of the stride-32 stage, on the first block's expansion: 6 x 112 channels at stride 16
+    assert isinstance(with_block.sspcab, SSPCAB) and with_block.sspcab.channels == 672
+    assert with_block.sspcab_site == "expansion"
     seen = []
     with_block.sspcab.register_forward_hook(lambda module, inputs, result: seen.append(tuple(inputs[0].shape)))
     output = with_block(images)
-    assert seen == [(4, 112, 2, 2)]
+    assert seen == [(4, 672, 2, 2)]
     assert output.sspcab_loss.ndim == 0 and float(output.sspcab_loss.detach()) > 0
     output.sspcab_loss.backward()
     assert with_block.sspcab.corner_convs[0].weight.grad is not None
+
+
+def test_sspcab_sits_on_a_non_negative_tensor_it_can_reconstruct():
+    # SSPCAB's output is non-negative (ReLU, then a sigmoid gate). Lite0's stage outputs are linear, so on them
+    # the block's loss could never vanish and it dragged the features to zero (every image scored the same).
+    net = CutPasteNet("efficientnet_lite0", head_widths=(16,), weights="imagenet", sspcab=True).eval()
+    seen = []
+    net.sspcab.register_forward_hook(lambda module, inputs, result: seen.append(inputs[0]))
+    images = torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        net(images)
+        stage_output = net.backbone(images)[0]  # the stride-16 stage output: where the block used to sit
+    assert float(seen[0].min()) >= 0.0 and float(seen[0].max()) > 0.0
+    assert float(stage_output.min()) < -1.0
+    # what the block passes on stays in the range of the ReLU6 it stands in for, however large its weights grow
+    passed_on = []
+    net.backbone.stages[-1][0]._depthwise_conv.register_forward_hook(
+        lambda module, inputs, result: passed_on.append(inputs[0]))
+    with torch.no_grad():
+        for conv in net.sspcab.corner_convs:
+            conv.weight.mul_(100.0)
+        net(images)
+    assert float(passed_on[0].max()) <= 6.0 and float(passed_on[0].min()) >= 0.0
+    # ResNet's stage outputs end in a ReLU: there the block stays between layer3 and layer4, as in the reference
+    resnet = CutPasteNet("resnet18", head_widths=(16,), weights="random", sspcab=True)
+    assert resnet.sspcab_site == "stage_input" and resnet.sspcab.channels == 256
+    seen.clear()
+    resnet.sspcab.register_forward_hook(lambda module, inputs, result: seen.append(inputs[0]))
+    with torch.no_grad():
+        resnet.eval()(images)
+    assert seen[0].shape == (2, 256, 4, 4) and float(seen[0].min()) >= 0.0
 
 
 def test_sspcab_loss_is_added_with_its_weight_only_when_asked(washer):

@@ -46,10 +46,12 @@ costs a sixteenth of a 128-px image), small defects are seen at the scale the
 model was trained on, and the score and the heat map can never disagree.
 
 **SSPCAB** (``sspcab=True``): the self-supervised predictive block
-(:class:`adlearn.nn.SSPCAB`) is inserted before the backbone's last stage --
-between ResNet-18's ``layer3`` and ``layer4`` as in the SSPCAB authors'
-CutPaste code, before the stride-32 stage of EfficientNet-Lite0 -- and the
-mean squared error between its input and output is added to the loss with
+(:class:`adlearn.nn.SSPCAB`) is inserted at the entry of the backbone's last
+stage -- between ResNet-18's ``layer3`` and ``layer4`` as in the SSPCAB
+authors' CutPaste code; in EfficientNet-Lite0, whose stage outputs are linear
+(negative values the block's ReLU cannot produce), on the ReLU6 output of the
+stride-32 stage's first expansion -- and the mean squared error between its
+input and output is added to the loss with
 weight ``sspcab_weight`` (the paper's lambda = 0.1; the article's Paddle
 reproduction used 0.01). The block is new, so it trains from the first step,
 frozen backbone or not.
@@ -75,7 +77,7 @@ from adlearn.methods.base import Detector, DetectorConfig, Prediction, TrainingP
 from adlearn.methods.draem import random_crops
 from adlearn.methods.feature_knn import gaussian_blur
 from adlearn.nn import SSPCAB, sspcab_loss
-from adlearn.nn.backbones import BACKBONES, FeatureExtractor
+from adlearn.nn.backbones import BACKBONES, FeatureExtractor, MBConv
 from adlearn.simulation import cutpaste_3way
 from adlearn.simulation.augment import color_jitter
 from adlearn.train import random_batches
@@ -152,7 +154,7 @@ class CutPasteNet(nn.Module):
         backbone: a name of :data:`adlearn.nn.backbones.BACKBONES`; it is used up to stride 32.
         head_widths: widths of the projection head's layers (reference: eight of 512, then 128).
         num_classes: 3 (normal, cut-paste, scar).
-        sspcab: insert an :class:`~adlearn.nn.SSPCAB` block before the backbone's last stage.
+        sspcab: insert an :class:`~adlearn.nn.SSPCAB` block at the entry of the backbone's last stage.
         weights: ``"imagenet"``, ``"random"`` or ``"none"`` (see :class:`FeatureExtractor`).
         frozen_norm: keep the backbone's batch-norm layers in eval mode during training (their
             running statistics stay ImageNet's; their scales and shifts still learn).
@@ -166,7 +168,18 @@ class CutPasteNet(nn.Module):
         # trainable: the backbone is fine-tuned after the frozen warm-up (see CutPaste.training_plan)
         self.backbone = FeatureExtractor(backbone, strides=(16, 32), weights=weights, trainable=True)
         before_last, self.embedding_dim = self.backbone.channels
-        self.sspcab = SSPCAB(before_last) if sspcab else None
+        # SSPCAB can only output non-negative values (a ReLU, then a sigmoid gate), so it must sit on a
+        # non-negative tensor or its loss can never reach zero. ResNet's stage outputs end in a ReLU: the
+        # block goes between the last two stages, as in the SSPCAB authors' code. EfficientNet-Lite0's stage
+        # outputs are linear projections (values down to about -33): there the block goes one step later,
+        # on the ReLU6 output of the last stage's first expansion (6x the channels, still at stride 16).
+        # On the stage output itself the block's loss (about 14.7 against a cross entropy of 1.1) pulled
+        # the features towards zero and every image got the same score (benchmarks/README.md). Its output
+        # there is clipped to ReLU6's range (see embed).
+        first_block = self.backbone.stages[-1][0]
+        self.sspcab_site = "expansion" if isinstance(first_block, MBConv) else "stage_input"
+        block_channels = first_block.expanded_channels if self.sspcab_site == "expansion" else before_last
+        self.sspcab = SSPCAB(block_channels) if sspcab else None
         layers: list[nn.Module] = []
         width = self.embedding_dim
         for out in head_widths:
@@ -183,12 +196,23 @@ class CutPasteNet(nn.Module):
         x = backbone.stem((images - backbone.mean) / backbone.std)
         for stage in backbone.stages[:-1]:
             x = stage(x)
-        block_loss = None
-        if self.sspcab is not None:
+        last_stage = backbone.stages[-1]
+        if self.sspcab is None:
+            return last_stage(x).mean(dim=(2, 3)), None
+        if self.sspcab_site == "stage_input":
             predicted = self.sspcab(x)
             block_loss = sspcab_loss(x, predicted)
-            x = predicted
-        x = backbone.stages[-1](x)
+            x = last_stage(predicted)
+        else:  # inside the last stage's first MBConv block, after its expansion
+            first_block = last_stage[0]
+            expanded = first_block.expand(x)
+            # bounded like the ReLU6 output it stands in for: the next layers' weights expect values in [0, 6], and
+            # unbounded, the block's output grew until the embeddings were NaN (800 book steps on grass)
+            predicted = F.relu6(self.sspcab(expanded))
+            block_loss = sspcab_loss(expanded, predicted)
+            x = first_block.finish(predicted, x)
+            for block in last_stage[1:]:
+                x = block(x)
         return x.mean(dim=(2, 3)), block_loss
 
     def train(self, mode: bool = True) -> CutPasteNet:
@@ -291,7 +315,7 @@ class CutPasteConfig(DetectorConfig):
         image_size: side of the square images (paper: 256).
         backbone: a name of :data:`adlearn.nn.backbones.BACKBONES` (paper: ImageNet ``resnet18``).
         head_widths: the projection head's layer widths (reference ``ProjectionNet``: eight of 512, then 128).
-        sspcab: insert SSPCAB before the backbone's last stage (see the module docstring).
+        sspcab: insert SSPCAB at the entry of the backbone's last stage (see the module docstring).
         sspcab_weight: weight ``lambda`` of SSPCAB's loss (SSPCAB paper: 0.1).
         batch_size: normal images (or patches) per step; each yields three versions, so the
             classifier sees ``3 * batch_size`` per step. 32: the paper's batch of 96 read as 32 images

@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["BACKBONES", "BackboneWeightsWarning", "EfficientNetLite0", "FeatureExtractor",
+__all__ = ["BACKBONES", "BackboneWeightsWarning", "EfficientNetLite0", "FeatureExtractor", "MBConv",
            "build_efficientnet_lite0", "efficientnet_lite0_weights_path"]
 
 BACKBONES = ("efficientnet_lite0", "resnet18", "wide_resnet50_2", "wide_resnet101_2")
@@ -85,7 +85,7 @@ class _Conv2dSame(nn.Conv2d):
         return F.conv2d(F.pad(x, pads), self.weight, self.bias, self.stride, 0, self.dilation, self.groups)
 
 
-class _MBConv(nn.Module):
+class MBConv(nn.Module):
     """Inverted-residual block of EfficientNet-Lite: expand 1x1, depthwise kxk, project 1x1."""
 
     def __init__(self, in_channels: int, out_channels: int, kernel: int, stride: int, expansion: int) -> None:
@@ -100,10 +100,22 @@ class _MBConv(nn.Module):
         self._bn2 = _batch_norm(out_channels)
         self.residual = stride == 1 and in_channels == out_channels
 
-    def forward(self, x: Tensor) -> Tensor:
-        y = F.relu6(self._bn0(self._expand_conv(x))) if hasattr(self, "_expand_conv") else x
-        y = self._bn2(self._project_conv(F.relu6(self._bn1(self._depthwise_conv(y)))))
+    @property
+    def expanded_channels(self) -> int:
+        """Channels of :meth:`expand`'s output (the depthwise convolution's width)."""
+        return self._depthwise_conv.in_channels
+
+    def expand(self, x: Tensor) -> Tensor:
+        """The block's first half: the 1x1 expansion and its ReLU6 (non-negative; ``x`` itself without expansion)."""
+        return F.relu6(self._bn0(self._expand_conv(x))) if hasattr(self, "_expand_conv") else x
+
+    def finish(self, expanded: Tensor, x: Tensor) -> Tensor:
+        """The block's second half: depthwise, projection and the residual with the block's input ``x``."""
+        y = self._bn2(self._project_conv(F.relu6(self._bn1(self._depthwise_conv(expanded)))))
         return x + y if self.residual else y  # drop-connect is left out: it only regularises training
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.finish(self.expand(x), x)
 
 
 class EfficientNetLite0(nn.Module):
@@ -116,7 +128,7 @@ class EfficientNetLite0(nn.Module):
         blocks, channels = [], 32
         for kernel, stride, expansion, out_channels, repeats in _LITE0_STAGES:
             for index in range(repeats):
-                blocks.append(_MBConv(channels, out_channels, kernel, stride if index == 0 else 1, expansion))
+                blocks.append(MBConv(channels, out_channels, kernel, stride if index == 0 else 1, expansion))
                 channels = out_channels
         self._blocks = nn.ModuleList(blocks)
         self._conv_head = _Conv2dSame(channels, 1280, 1, bias=False)
