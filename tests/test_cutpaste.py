@@ -171,6 +171,7 @@ def test_sspcab_sits_on_a_non_negative_tensor_it_can_reconstruct():
     assert float(seen[0].min()) >= 0.0 and float(seen[0].max()) > 0.0
     assert float(stage_output.min()) < -1.0
     # what the block passes on stays in the range of the ReLU6 it stands in for, however large its weights grow
+    # (unbounded, its output reached 1e5 and the embeddings went NaN in a book-profile training)
     passed_on = []
     net.backbone.stages[-1][0]._depthwise_conv.register_forward_hook(
         lambda module, inputs, result: passed_on.append(inputs[0]))
@@ -187,6 +188,22 @@ def test_sspcab_sits_on_a_non_negative_tensor_it_can_reconstruct():
     with torch.no_grad():
         resnet.eval()(images)
     assert seen[0].shape == (2, 256, 4, 4) and float(seen[0].min()) >= 0.0
+
+
+def test_grad_clip_bounds_each_step(washer):
+    train, _ = washer
+
+    def largest_change(grad_clip):
+        detector = CutPaste.from_profile("quick", steps=1, grad_clip=grad_clip, weight_decay=0.0)
+        before = {name: p.detach().clone() for name, p in detector.networks.named_parameters()}
+        detector.fit(train, progress=False)
+        return max(float((p.detach() - before[name]).abs().max()) for name, p in detector.networks.named_parameters())
+
+    # one SGD step moves a weight by at most lr x the clipped gradient norm
+    assert largest_change(1e-6) <= 0.01 * 1e-6 * 1.01
+    assert largest_change(None) > 1e-4
+    with pytest.raises(ValueError, match="grad_clip"):
+        CutPaste.from_profile("quick", grad_clip=0.0)
 
 
 def test_sspcab_loss_is_added_with_its_weight_only_when_asked(washer):

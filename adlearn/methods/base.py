@@ -261,6 +261,7 @@ class TrainingPlan:
         random_state: every random generator the step draws from (``torch.Generator``,
             :class:`adlearn.train.BatchSampler`), so a resumed run draws the same numbers.
         modules: the networks being trained (default: all of :attr:`Detector.networks`).
+        grad_clip: clip each optimiser's gradient norm to this value before it steps (``None``: no clipping).
     """
 
     step: Callable[[int], Mapping[str, Any]]
@@ -268,6 +269,7 @@ class TrainingPlan:
     schedulers: Mapping[str, Any] = field(default_factory=dict)
     random_state: Mapping[str, Any] = field(default_factory=dict)
     modules: Mapping[str, nn.Module] | None = None
+    grad_clip: float | None = None
 
 
 # --------------------------------------------------------------------------- registry
@@ -485,7 +487,7 @@ class Detector(abc.ABC):
                 dict(plan.modules) if plan.modules is not None else dict(self.networks.items()), plan.optimizers,
                 schedulers=plan.schedulers, device=self.device, checkpoint_path=checkpoint,
                 checkpoint_every=checkpoint_every or max(1, total // 10), random_state=plan.random_state,
-                fingerprint=self.fingerprint(),
+                fingerprint=self.fingerprint(), grad_clip=plan.grad_clip,
             )
             self.history = self._trainer.fit(plan.step, total, progress=progress, desc=owner, callback=callback,
                                        callback_every=1 if callback is not None else 0, resume=resume)

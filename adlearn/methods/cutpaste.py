@@ -89,6 +89,8 @@ __all__ = [
 
 #: the size the reference code's scar sizes (in pixels) were chosen for
 REFERENCE_SIZE = 256
+#: the upper bound of ReLU6, EfficientNet-Lite0's activation (SSPCAB's input there is scaled by it)
+RELU6_BOUND = 6.0
 
 # --------------------------------------------------------------------------- Gaussian density estimation
 
@@ -174,8 +176,8 @@ class CutPasteNet(nn.Module):
         # outputs are linear projections (values down to about -33): there the block goes one step later,
         # on the ReLU6 output of the last stage's first expansion (6x the channels, still at stride 16).
         # On the stage output itself the block's loss (about 14.7 against a cross entropy of 1.1) pulled
-        # the features towards zero and every image got the same score (benchmarks/README.md). Its output
-        # there is clipped to ReLU6's range (see embed).
+        # the features towards zero and every image got the same score (benchmarks/README.md). On the expansion
+        # the block works in units of ReLU6's range, its output clipped to it (see embed).
         first_block = self.backbone.stages[-1][0]
         self.sspcab_site = "expansion" if isinstance(first_block, MBConv) else "stage_input"
         block_channels = first_block.expanded_channels if self.sspcab_site == "expansion" else before_last
@@ -205,12 +207,14 @@ class CutPasteNet(nn.Module):
             x = last_stage(predicted)
         else:  # inside the last stage's first MBConv block, after its expansion
             first_block = last_stage[0]
-            expanded = first_block.expand(x)
-            # bounded like the ReLU6 output it stands in for: the next layers' weights expect values in [0, 6], and
-            # unbounded, the block's output grew until the embeddings were NaN (800 book steps on grass)
-            predicted = F.relu6(self.sspcab(expanded))
+            # The block works in units of ReLU6's range, [0, 1], as a ResNet's post-ReLU features roughly are:
+            # on the raw [0, 6] values (672 channels) its 1x1 convolutions' regression was 36x stiffer, and with
+            # CutPaste's SGD its output grew to 1e5 and the embeddings went NaN (book, grass, step 483 of 800).
+            # Its output is clipped to the same range, which the next layers' pretrained weights expect.
+            expanded = first_block.expand(x) / RELU6_BOUND
+            predicted = self.sspcab(expanded).clamp(0.0, 1.0)
             block_loss = sspcab_loss(expanded, predicted)
-            x = first_block.finish(predicted, x)
+            x = first_block.finish(predicted * RELU6_BOUND, x)
             for block in last_stage[1:]:
                 x = block(x)
         return x.mean(dim=(2, 3)), block_loss
@@ -347,6 +351,7 @@ class CutPasteConfig(DetectorConfig):
             50-100 k patches on an MVTec AD category, plenty for a 512-d Gaussian.
         normalize_embeddings: L2-normalise embeddings before the Gaussian (the reference evaluation does).
         patch_batch_size: patches per forward pass when scoring densely (memory, not results).
+        grad_clip: clip the gradient norm before each SGD step (``None``: no clipping, as the reference).
     """
 
     image_size: int = 256
@@ -370,6 +375,7 @@ class CutPasteConfig(DetectorConfig):
     density_patches_per_image: int | None = 256
     normalize_embeddings: bool = True
     patch_batch_size: int = 128
+    grad_clip: float | None = None
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -395,6 +401,8 @@ class CutPasteConfig(DetectorConfig):
         if self.sspcab_weight < 0 or self.lr <= 0 or self.map_blur_sigma < 0 or self.jitter < 0:
             raise ValueError("sspcab_weight, map_blur_sigma and jitter must be >= 0 and lr > 0; got "
                              f"{self.sspcab_weight}, {self.map_blur_sigma}, {self.jitter} and {self.lr}.")
+        if self.grad_clip is not None and not self.grad_clip > 0:
+            raise ValueError(f"grad_clip must be None or > 0, got {self.grad_clip!r}.")
         if self.density_patches_per_image is not None and self.density_patches_per_image < 1:
             raise ValueError(f"density_patches_per_image must be None or >= 1, got {self.density_patches_per_image}.")
         unknown = set(self.synthesis) - {"cutpaste", "scar"}
@@ -426,11 +434,14 @@ class CutPaste(Detector):
         # Batch-norm statistics frozen and the learning rate a third of the paper's (0.03 made the embeddings
         # NaN with 48-px patches). Measured, seed 0, one thread (benchmarks/README.md): 600 steps of 32-px
         # patches gave grass 0.78 image AUROC; 800 of 48-px give grass 0.863, brick 0.984, gravel 0.832,
-        # washer 1.000 (about 0.55 s per step); 500 of 64-px gave grass 0.858 with coarser maps.
+        # washer 1.000 (about 0.55 s per step); 500 of 64-px gave grass 0.858 with coarser maps. Gradient norm
+        # clipped to 1: with SSPCAB, unclipped training went NaN at steps 480-570 of 800 on grass (a lower
+        # learning rate for the block alone did not prevent it); the runs without the block are clipped too, so
+        # the two differ only in the block.
         "book": dict(
             image_size=128, backbone="efficientnet_lite0", head_widths=(512, 128), batch_size=32, steps=800,
             lr=0.01, freeze_backbone_norm=True, image_model=False, patch_size=48, patch_stride=8,
-            map_blur_sigma=2.0, density_patches_per_image=None,
+            map_blur_sigma=2.0, density_patches_per_image=None, grad_clip=1.0,
         ),
         "paper": {},
     }
@@ -527,7 +538,7 @@ class CutPaste(Detector):
             return logged
 
         return TrainingPlan(step, {"sgd": optimizer}, schedulers={"cosine": scheduler},
-                            random_state={"batches": batches, "synthesis": synthesis_generator})
+                            random_state={"batches": batches, "synthesis": synthesis_generator}, grad_clip=c.grad_clip)
 
     # ------------------------------------------------------------------ density and scoring
 
