@@ -25,7 +25,9 @@ from _common import machine_description, write_results  # noqa: E402  (benchmark
 
 
 def repair_row(network: torch.nn.Module, clean: torch.Tensor, synthesizer: Any, seed: int) -> dict[str, float]:
-    """Mean L1 / SSIM inside the masks (input and reconstruction) and the reconstruction's SSIM outside them."""
+    """``repair_report`` of ``network``'s reconstruction (it is still training, so the detector's ``inspect``
+    cannot be used), plus the reconstruction's SSIM outside the masks."""
+    from adlearn.methods.draem import repair_report
     from adlearn.nn import ssim_map
 
     synthetic = synthesizer(clean, torch.Generator().manual_seed(seed))
@@ -36,19 +38,14 @@ def repair_row(network: torch.nn.Module, clean: torch.Tensor, synthesizer: Any, 
     with torch.no_grad():
         reconstruction = network(corrupted).float().clamp(0, 1)
     network.train(was_training)
-    area = masks.flatten(1).sum(dim=1)
-
-    def inside(values: torch.Tensor) -> torch.Tensor:
-        return (values.mean(dim=1, keepdim=True) * masks).flatten(1).sum(dim=1) / area
-
+    report = repair_report(clean, corrupted, reconstruction, masks)
     outside = 1 - masks
-    ssim_input, ssim_reconstruction = inside(ssim_map(corrupted, clean)), inside(ssim_map(reconstruction, clean))
     return {
-        "l1_input": inside((corrupted - clean).abs()).mean().item(),
-        "l1_reconstruction": inside((reconstruction - clean).abs()).mean().item(),
-        "ssim_input": ssim_input.mean().item(),
-        "ssim_reconstruction": ssim_reconstruction.mean().item(),
-        "share_repaired_ssim": (ssim_reconstruction > ssim_input).float().mean().item(),
+        "l1_input": report.l1_input.mean().item(),
+        "l1_reconstruction": report.l1_reconstruction.mean().item(),
+        "ssim_input": report.ssim_input.mean().item(),
+        "ssim_reconstruction": report.ssim_reconstruction.mean().item(),
+        "share_repaired_ssim": (report.ssim_reconstruction > report.ssim_input).float().mean().item(),
         "ssim_outside": float((ssim_map(reconstruction, clean).mean(dim=1, keepdim=True) * outside).sum() / outside.sum()),
     }
 

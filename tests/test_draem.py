@@ -17,6 +17,7 @@ from adlearn.methods.draem import (
     image_score_from_map,
     init_draem_weights,
     measure_repair,
+    repair_report,
     random_crops,
     rotate_some,
 )
@@ -398,6 +399,11 @@ def test_measure_repair_compares_input_and_reconstruction_inside_the_masks(train
     summary = perfect.summary()
     assert summary["share repaired (L1)"] == 1.0 and summary["samples"] == len(perfect.l1_input)
     assert isinstance(perfect, RepairReport)
+    # repair_report is the comparison measure_repair makes, on any reconstruction (here the input itself)
+    keep = masks.flatten(1).sum(1) > 0
+    direct = repair_report(clean[keep], synthetic.images[keep], synthetic.images[keep], masks[keep])
+    torch.testing.assert_close(direct.l1_input, copying.l1_input)
+    torch.testing.assert_close(direct.ssim_reconstruction, copying.ssim_reconstruction)
 
 
 def test_sspcab_in_both_networks_adds_both_blocks_losses(grass):

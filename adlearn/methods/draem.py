@@ -386,7 +386,14 @@ def measure_repair(detector: "DRAEM", clean: torch.Tensor, synthesizer: Any, gen
     if not bool(keep.any()):
         raise ValueError("the synthesizer added no anomaly to any of the images; pass more images.")
     corrupted, masks, clean = synthetic.images[keep], synthetic.masks[keep], clean[keep]
-    reconstruction = detector.inspect(corrupted).reconstruction
+    return repair_report(clean, corrupted, detector.inspect(corrupted).reconstruction, masks)
+
+
+def repair_report(clean: torch.Tensor, corrupted: torch.Tensor, reconstruction: torch.Tensor,
+                  masks: torch.Tensor) -> RepairReport:
+    """:class:`RepairReport` of ``reconstruction`` (of ``corrupted``) against ``clean``, inside ``masks``
+    ``[B, 1, H, W]``, none of them empty. :func:`measure_repair` synthesises the anomalies and reconstructs
+    with a fitted detector; call this directly with any reconstruction (e.g. during training)."""
     area = masks.flatten(1).sum(dim=1)
 
     def inside(values: torch.Tensor) -> torch.Tensor:  # per-sample mean over the mask (and channels)
