@@ -404,6 +404,13 @@ def test_measure_repair_compares_input_and_reconstruction_inside_the_masks(train
     direct = repair_report(clean[keep], synthetic.images[keep], synthetic.images[keep], masks[keep])
     torch.testing.assert_close(direct.l1_input, copying.l1_input)
     torch.testing.assert_close(direct.ssim_reconstruction, copying.ssim_reconstruction)
+    # outside the masks the perfect reconstruction is the clean image (SSIM 1); the copy is the input, which equals
+    # the clean image there except within SSIM's window of the mask's edge; a constant grey image is far from both
+    torch.testing.assert_close(perfect.ssim_outside, torch.ones_like(perfect.ssim_outside), atol=1e-4, rtol=0)
+    grey = repair_report(clean[keep], synthetic.images[keep], torch.full_like(clean[keep], 0.5), masks[keep])
+    assert float(direct.ssim_outside.min()) > 0.8 and float(direct.ssim_outside.max()) < 1.0
+    assert bool((grey.ssim_outside < direct.ssim_outside - 0.5).all())
+    assert summary["SSIM outside the masks, reconstruction"] == pytest.approx(float(perfect.ssim_outside.mean()))
 
 
 def test_sspcab_in_both_networks_adds_both_blocks_losses(grass):

@@ -344,13 +344,16 @@ class RepairReport:
     Per anomalous sample, means over the mask's pixels: ``l1_*`` is ``|x - clean|`` (lower is
     closer), ``ssim_*`` the SSIM map of ``x`` against the clean image (higher is closer), for
     ``x`` = the corrupted input and ``x`` = its reconstruction. The reconstruction *repairs*
-    when it is closer than the input on both.
+    when it is closer than the input on both. ``ssim_outside`` is the reconstruction's SSIM
+    with the clean image *outside* the mask, where there is nothing to repair: how well it
+    reproduces normal appearance at all, the ceiling of its SSIM inside.
     """
 
     l1_input: torch.Tensor
     l1_reconstruction: torch.Tensor
     ssim_input: torch.Tensor
     ssim_reconstruction: torch.Tensor
+    ssim_outside: torch.Tensor
 
     def summary(self) -> dict[str, float]:
         """Means over the samples, and the share of samples the reconstruction repaired (on L1 and on SSIM)."""
@@ -362,6 +365,7 @@ class RepairReport:
             "SSIM in mask, reconstruction": float(self.ssim_reconstruction.mean()),
             "share repaired (L1)": float((self.l1_reconstruction < self.l1_input).float().mean()),
             "share repaired (SSIM)": float((self.ssim_reconstruction > self.ssim_input).float().mean()),
+            "SSIM outside the masks, reconstruction": float(self.ssim_outside.mean()),
         }
 
     @property
@@ -394,16 +398,16 @@ def repair_report(clean: torch.Tensor, corrupted: torch.Tensor, reconstruction: 
     """:class:`RepairReport` of ``reconstruction`` (of ``corrupted``) against ``clean``, inside ``masks``
     ``[B, 1, H, W]``, none of them empty. :func:`measure_repair` synthesises the anomalies and reconstructs
     with a fitted detector; call this directly with any reconstruction (e.g. during training)."""
-    area = masks.flatten(1).sum(dim=1)
+    def mean_over(region: torch.Tensor, values: torch.Tensor) -> torch.Tensor:  # per sample, over region and channels
+        return (values.mean(dim=1, keepdim=True) * region).flatten(1).sum(dim=1) / region.flatten(1).sum(dim=1)
 
-    def inside(values: torch.Tensor) -> torch.Tensor:  # per-sample mean over the mask (and channels)
-        return (values.mean(dim=1, keepdim=True) * masks).flatten(1).sum(dim=1) / area
-
+    ssim_reconstruction = ssim_map(reconstruction, clean)
     return RepairReport(
-        l1_input=inside((corrupted - clean).abs()),
-        l1_reconstruction=inside((reconstruction - clean).abs()),
-        ssim_input=inside(ssim_map(corrupted, clean)),
-        ssim_reconstruction=inside(ssim_map(reconstruction, clean)),
+        l1_input=mean_over(masks, (corrupted - clean).abs()),
+        l1_reconstruction=mean_over(masks, (reconstruction - clean).abs()),
+        ssim_input=mean_over(masks, ssim_map(corrupted, clean)),
+        ssim_reconstruction=mean_over(masks, ssim_reconstruction),
+        ssim_outside=mean_over(1 - masks, ssim_reconstruction),
     )
 
 
