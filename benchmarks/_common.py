@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import platform
 import statistics
@@ -29,6 +30,21 @@ def benchmark_datasets(data: str, root: str | None, categories: list[str] | None
     root = root or builtin_dataset_root()
     return [(c, MVTecAD(root, c, "train", image_size=image_size), MVTecAD(root, c, "test", image_size=image_size))
             for c in categories or ["brick", "grass", "gravel", "washer"]]
+
+
+def add_dataset_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--data``, ``--root`` and ``--categories``: what :func:`benchmark_datasets` takes."""
+    parser.add_argument("--data", choices=["builtin", "magnetic-tile"], default="builtin")
+    parser.add_argument("--root", default=None, help="data folder (default: the built-in data set / a local MTD copy)")
+    parser.add_argument("--categories", nargs="+", default=None, help="built-in categories (default: all four)")
+
+
+def add_run_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--seeds``, ``--threads``, ``--set KEY=VALUE`` (hyper-parameter overrides) and ``--json PATH``."""
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0])
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a hyper-parameter")
+    parser.add_argument("--json", default=None, help="also write the rows here")
 
 
 def mean_and_spread(values: list[float]) -> str:

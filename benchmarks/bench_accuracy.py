@@ -22,21 +22,17 @@ import time
 from typing import Any
 
 import torch
-from _common import benchmark_datasets, machine_description, mean_and_spread, write_results  # noqa: E402  (benchmarks/ is on the path)
+from _common import (add_dataset_arguments, add_run_arguments, benchmark_datasets, machine_description, mean_and_spread,
+                     write_results)  # noqa: E402  (benchmarks/ is on the path)
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("method", help="a registered method (python -m adlearn methods)")
-    parser.add_argument("--data", choices=["builtin", "magnetic-tile"], default="builtin")
-    parser.add_argument("--root", default=None, help="data folder (default: the built-in data set / a local MTD copy)")
-    parser.add_argument("--categories", nargs="+", default=None, help="built-in categories (default: all four)")
+    add_dataset_arguments(parser)
     parser.add_argument("--profile", default="book")
-    parser.add_argument("--seeds", nargs="+", type=int, default=[0])
-    parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--device", default=None)
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a hyper-parameter")
-    parser.add_argument("--json", default=None, help="also write the rows here")
+    add_run_arguments(parser)
     args = parser.parse_args(argv)
 
     from adlearn import methods

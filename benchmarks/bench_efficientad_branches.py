@@ -21,7 +21,7 @@ import time
 from typing import Any
 
 import torch
-from _common import benchmark_datasets, machine_description, write_results  # noqa: E402  (benchmarks/ is on the path)
+from _common import add_dataset_arguments, add_run_arguments, benchmark_datasets, machine_description, write_results  # noqa: E402  (benchmarks/ is on the path)
 
 
 def branch_metrics(detector: Any, test: Any, batch_size: int = 32) -> dict[str, dict[str, float]]:
@@ -34,7 +34,7 @@ def branch_metrics(detector: Any, test: Any, batch_size: int = 32) -> dict[str, 
     for batch in loader:
         branches = detector.branch_maps(batch["image"].to(detector.device))
         if "global" in branches:
-            branches["combined"] = 0.5 * branches["local"] + 0.5 * branches["global"]
+            branches["combined"] = detector.combined_map(branches["local"], branches["global"])
         for name, value in branches.items():
             maps.setdefault(name, []).append(value[:, 0].cpu())
         labels.append(batch["label"])
@@ -51,13 +51,8 @@ def branch_metrics(detector: Any, test: Any, batch_size: int = 32) -> dict[str, 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", choices=["builtin", "magnetic-tile"], default="builtin")
-    parser.add_argument("--root", default=None)
-    parser.add_argument("--categories", nargs="+", default=None)
-    parser.add_argument("--seeds", nargs="+", type=int, default=[0])
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a hyper-parameter")
-    parser.add_argument("--json", default=None)
+    add_dataset_arguments(parser)
+    add_run_arguments(parser)
     args = parser.parse_args(argv)
 
     from adlearn.data.paths import default_data_root

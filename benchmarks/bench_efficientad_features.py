@@ -22,7 +22,7 @@ import argparse
 
 import torch
 import torch.nn.functional as F
-from _common import benchmark_datasets  # noqa: E402  (benchmarks/ is on the path when run as a script)
+from _common import add_dataset_arguments, benchmark_datasets  # noqa: E402  (benchmarks/ is on the path when run as a script)
 
 IMAGE_SIZE = 128
 BANK_SIZE = 20_000
@@ -47,8 +47,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("features", choices=["teacher", "targets"])
     parser.add_argument("teacher_path", nargs="?", default="random")
-    parser.add_argument("--data", choices=["builtin", "magnetic-tile"], default="builtin")
-    parser.add_argument("--categories", nargs="+", default=None)
+    add_dataset_arguments(parser)
     parser.add_argument("--scale", type=float, default=2.0)
     parser.add_argument("--strides", default="4,8,16")
     parser.add_argument("--threads", type=int, default=1)
@@ -76,7 +75,7 @@ def main() -> None:
             return distillation_targets(extractor, images, grid, 128)[:, :, 4:-4, 4:-4]  # the unpadded grid
 
         label = f"targets, scale {args.scale}, strides {strides}"
-    for name, train, test in benchmark_datasets(args.data, None, args.categories, IMAGE_SIZE):
+    for name, train, test in benchmark_datasets(args.data, args.root, args.categories, IMAGE_SIZE):
         def features(dataset):
             parts, labels = [], []
             with torch.no_grad():

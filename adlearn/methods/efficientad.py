@@ -498,10 +498,14 @@ class EfficientAD(Detector):
             maps["global"] = self.full_size(global_)
         return maps
 
+    @staticmethod
+    def combined_map(local: torch.Tensor, global_: torch.Tensor | None) -> torch.Tensor:
+        """The map ``predict`` scores: the mean of the normalised local and global maps (the local one alone
+        without an autoencoder). Linear, so it can be taken at the PDN's grid or at ``image_size`` alike."""
+        return local if global_ is None else 0.5 * local + 0.5 * global_
+
     def score_batch(self, images: torch.Tensor) -> Prediction:
-        local, global_ = self.normalized_maps(images)
-        combined = local if global_ is None else 0.5 * local + 0.5 * global_
-        maps = self.full_size(combined)
+        maps = self.full_size(self.combined_map(*self.normalized_maps(images)))
         return Prediction(scores=maps.flatten(1).amax(dim=1), maps=maps)
 
     def calibrate(self, held_out: torch.Tensor) -> None:
