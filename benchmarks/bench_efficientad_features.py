@@ -4,13 +4,14 @@ EfficientAD's local map is the student's failure to imitate the teacher, so the
 teacher's features bound what it can find. This scores each test image by the
 largest distance of its patch features to the nearest of 20,000 random normal
 training patches (3 x 3 averaged, standardised by the training images' channel
-statistics), for three kinds of features at the ``book`` size (128 px):
+statistics), for three kinds of features at the ``book`` size (128 px; ``--image-size``
+for another):
 
 * ``teacher PATH``: a distilled teacher file (``random``: a random PDN), on the
-  unpadded teacher's 24 x 24 grid;
+  unpadded teacher's grid (24 x 24 at 128 px);
 * ``targets``: the EfficientNet-Lite0 features the teacher is distilled to imitate
   (``--scale 2 --strides 4,8,16``: the image at twice its side, as in distillation),
-  cut to the same 24 x 24 interior; ``--scale 1 --strides 8,16`` is FeatureKNN's view.
+  cut to the same interior; ``--scale 1 --strides 8,16`` is FeatureKNN's view.
 
     ADLEARN_LOCAL_DATA=../shared/data python benchmarks/bench_efficientad_features.py teacher data/checkpoints/efficientad_teacher_fc192c21a6.pt --data magnetic-tile
     python benchmarks/bench_efficientad_features.py targets --scale 2 --strides 4,8,16 --categories grass brick gravel
@@ -24,7 +25,6 @@ import torch
 import torch.nn.functional as F
 from _common import add_dataset_arguments, benchmark_datasets  # noqa: E402  (benchmarks/ is on the path when run as a script)
 
-IMAGE_SIZE = 128
 BANK_SIZE = 20_000
 
 
@@ -50,6 +50,7 @@ def main() -> None:
     add_dataset_arguments(parser)
     parser.add_argument("--scale", type=float, default=2.0)
     parser.add_argument("--strides", default="4,8,16")
+    parser.add_argument("--image-size", type=int, default=128, help="side the images are resized to")
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -67,7 +68,7 @@ def main() -> None:
     else:
         strides = tuple(int(s) for s in args.strides.split(","))
         extractor = FeatureExtractor("efficientnet_lite0", strides=strides, weights="imagenet").eval()
-        grid = IMAGE_SIZE // 4
+        grid = args.image_size // 4
 
         def describe(images: torch.Tensor) -> torch.Tensor:
             if args.scale != 1:
@@ -75,7 +76,7 @@ def main() -> None:
             return distillation_targets(extractor, images, grid, 128)[:, :, 4:-4, 4:-4]  # the unpadded grid
 
         label = f"targets, scale {args.scale}, strides {strides}"
-    for name, train, test in benchmark_datasets(args.data, args.root, args.categories, IMAGE_SIZE):
+    for name, train, test in benchmark_datasets(args.data, args.root, args.categories, args.image_size):
         def features(dataset):
             parts, labels = [], []
             with torch.no_grad():
@@ -88,7 +89,7 @@ def main() -> None:
 
         train_features, _ = features(train)
         test_features, labels = features(test)
-        print(f"{name} | {label} | NN image AUROC {nearest_neighbour_auroc(train_features, test_features, labels):.3f}",
+        print(f"{name} | {args.image_size} px | {label} | NN image AUROC {nearest_neighbour_auroc(train_features, test_features, labels):.3f}",
               flush=True)
 
 

@@ -117,6 +117,18 @@ def test_shapes_and_channels_at_every_stride(name: str, weights: str, channels: 
     assert [tuple(f.shape) for f in features] == [(2, channels[s], 64 // s, 64 // s) for s in strides]
 
 
+@pytest.mark.parametrize("name", ["efficientnet_lite0", "resnet18"])
+def test_last_stage_input_is_the_second_deepest_map_and_feeds_the_last_stage(name: str) -> None:
+    extractor = FeatureExtractor(name, strides=(16, 32), weights="random")
+    images = torch.rand(2, 3, 64, 64)
+    with torch.no_grad():
+        stride16, stride32 = extractor(images)
+        before_last = extractor.last_stage_input(images)
+        assert torch.equal(before_last, stride16)
+        assert torch.equal(extractor.stages[-1](before_last), stride32)
+    assert FeatureExtractor(name, strides=(8,), weights="random").last_stage_input(images).shape[-1] == 64 // 4
+
+
 def test_only_the_needed_stages_are_built() -> None:
     shallow = FeatureExtractor("resnet18", strides=(8,), weights="random")
     assert len(shallow.stages) == 2 and not any(key.startswith("stages.2") for key in shallow.state_dict())

@@ -195,9 +195,7 @@ class CutPasteNet(nn.Module):
         backbone = self.backbone
         # channels-last: a CPU's convolutions run it 1.4-2x faster here (training and scoring alike)
         images = images.contiguous(memory_format=torch.channels_last)
-        x = backbone.stem((images - backbone.mean) / backbone.std)
-        for stage in backbone.stages[:-1]:
-            x = stage(x)
+        x = backbone.last_stage_input(images)
         last_stage = backbone.stages[-1]
         if self.sspcab is None:
             return last_stage(x).mean(dim=(2, 3)), None

@@ -319,5 +319,13 @@ class FeatureExtractor(nn.Module):
             features[stride] = x
         return [features[stride] for stride in self.strides]
 
+    def last_stage_input(self, images: Tensor) -> Tensor:
+        """What the deepest kept stage receives: ``images`` (``[B, 3, H, W]`` in ``[0, 1]``) normalised, through
+        the stem and every stage but the last (where CutPaste's SSPCAB block goes in)."""
+        x = self.stem((images - self.mean) / self.std)
+        for stage in self.stages[:-1]:
+            x = stage(x)
+        return x
+
     def extra_repr(self) -> str:
         return f"name={self.name!r}, strides={self.strides}, pretrained={self.pretrained}, trainable={self.trainable}"
