@@ -9,6 +9,7 @@ still runs it, for instructions written before the split.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import sys
@@ -35,7 +36,7 @@ from adlearn.notebook_cells import (  # noqa: F401
     sync_notebooks,
 )
 
-__all__ = ["ChapterRun", "glue", "start_chapter", "trained_model_path"]
+__all__ = ["ChapterRun", "configuration", "glue", "other_seed_runs", "start_chapter", "trained_model_path"]
 
 #: the MIME-type prefix myst-nb looks for when it collects glued values (myst_nb.ext.glue.GLUE_PREFIX)
 GLUE_PREFIX = "application/papermill.record/"
@@ -91,6 +92,40 @@ def trained_model_path(detector: Any, name: str, root: str | Path | None = None)
     digest = hashlib.sha256(settings.encode()).hexdigest()[:8]
     folder = (Path(root).expanduser() if root is not None else default_data_root()) / "checkpoints"
     return folder / f"{name}_{digest}.pt"
+
+
+def configuration(detector: Any) -> dict[str, Any]:
+    """What two runs of "the same configuration" share: the hyper-parameters of ``detector`` (a detector or its
+    config) without the seed, in the plain JSON form ``benchmarks/bench_accuracy.py`` records with every result
+    (tuples as lists)."""
+    hparams = detector.hparams if hasattr(detector, "hparams") else {
+        field.name: getattr(detector, field.name) for field in dataclasses.fields(detector)}
+    settings = {name: value for name, value in hparams.items() if name != "seed"}
+    return json.loads(json.dumps(settings, sort_keys=True, default=str))
+
+
+def other_seed_runs(detector: Any, data: str, seed: int, results: str | Path | None = None) -> list[dict[str, Any]]:
+    """The benchmark's rows for ``detector``'s method and configuration on ``data`` with seeds other than ``seed``.
+
+    A chapter shows them beside its own run, so a reader sees how much one run says. Only results that
+    recorded their hyper-parameters and match :func:`configuration` exactly count: a row of an older profile
+    or of an override is never mixed in. Each row gets ``"file"``, the results file it came from.
+
+    Args:
+        detector: the chapter's detector (its method's registry name and hyper-parameters are compared).
+        data: the data set name of the rows (a built-in category, or ``"magnetic_tile"``).
+        seed: the chapter's own seed, left out.
+        results: the folder of JSON results; default the repository's ``benchmarks/results``.
+    """
+    folder = Path(results) if results is not None else REPO_ROOT / "benchmarks" / "results"
+    wanted, rows = configuration(detector), []
+    for path in sorted(folder.glob("*.json")):
+        record = json.loads(path.read_text())
+        if record.get("method") != type(detector).name or record.get("hparams") != wanted:
+            continue
+        rows += [{**row, "file": path.name} for row in record.get("rows", [])
+                 if row.get("data") == data and row.get("seed") != seed]
+    return sorted(rows, key=lambda row: row["seed"])
 
 
 def glue(name: str, value: Any, fmt: str | None = None) -> str:

@@ -38,12 +38,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     from adlearn import methods
     from adlearn.evaluation import collect_predictions, compute_metrics
     from adlearn.metrics import image_auroc, image_auroc_by_defect_type
+    from adlearn.notebook import configuration
     from adlearn.profiles import parse_overrides
 
     torch.set_num_threads(args.threads)
     method = methods.get(args.method)
     overrides = parse_overrides(args.set)
     image_size = method.profile_config(args.profile, **overrides).image_size
+    # every hyper-parameter but the seed, so a chapter can tell which results share its configuration
+    hparams = configuration(method.profile_config(args.profile, **overrides))
     rows = []
     for name, train, test in benchmark_datasets(args.data, args.root, args.categories, image_size):
         for seed in args.seeds:
@@ -70,7 +73,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         print(f"| {name} | {len(group)} | {mean_and_spread([r['image_auroc'] for r in group])} | "
               f"{mean_and_spread([r['pixel_auroc'] for r in group])} | {mean_and_spread([r['aupro'] for r in group])} | "
               f"{by_type} | {statistics.mean(r['fit_s'] for r in group):.0f} |")
-    result = {"method": args.method, "profile": args.profile, "overrides": overrides,
+    result = {"method": args.method, "profile": args.profile, "overrides": overrides, "hparams": hparams,
               "machine": machine_description(args.threads), "rows": rows}
     write_results(args.json, result)
     return result

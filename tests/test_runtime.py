@@ -51,3 +51,33 @@ def test_trained_model_path_changes_with_the_hyper_parameters(tmp_path):
     reloaded.fitted = True  # saving needs a fitted model; the file only has to round-trip the settings
     reloaded.save(tmp_path / "m.pt")
     assert trained_model_path(DRAEM.load(tmp_path / "m.pt"), "draem_book_grass", root=tmp_path) == book  # survives save/load
+
+
+def test_other_seed_runs_takes_only_the_same_configuration(tmp_path):
+    import json
+
+    from adlearn.methods.memseg import MemSeg
+    from adlearn.notebook import configuration, other_seed_runs
+
+    detector = MemSeg.from_profile("book", seed=0)
+    settings = configuration(detector)
+    assert "seed" not in settings and settings["steps"] == detector.config.steps
+    assert configuration(MemSeg.profile_config("book", seed=7)) == settings  # a config gives the same, seed aside
+    json.dumps(settings)  # plain JSON
+
+    def write(name, hparams, seeds, method="memseg", data="grass"):
+        rows = [{"data": data, "seed": seed, "image_auroc": 0.9 + seed / 100} for seed in seeds]
+        record = {"method": method, "profile": "book", "overrides": {}, "rows": rows}
+        if hparams is not None:
+            record["hparams"] = hparams
+        (tmp_path / name).write_text(json.dumps(record))
+
+    write("same.json", settings, [2, 0, 1])
+    write("older_profile.json", {**settings, "steps": 500}, [3])
+    write("no_hparams.json", None, [4])  # written before results recorded their settings: never mixed in
+    write("other_method.json", settings, [5], method="draem")
+    write("other_data.json", settings, [6], data="gravel")
+    rows = other_seed_runs(detector, "grass", seed=0, results=tmp_path)
+    assert [(row["seed"], row["file"]) for row in rows] == [(1, "same.json"), (2, "same.json")]
+    assert rows[0]["image_auroc"] == pytest.approx(0.91)
+    assert other_seed_runs(detector, "brick", seed=0, results=tmp_path) == []
