@@ -44,11 +44,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     torch.set_num_threads(args.threads)
     method = methods.get(args.method)
     overrides = parse_overrides(args.set)
-    image_size = method.profile_config(args.profile, **overrides).image_size
+    config = method.profile_config(args.profile, **overrides)
     # every hyper-parameter but the seed, so a chapter can tell which results share its configuration
-    hparams = configuration(method.profile_config(args.profile, **overrides))
+    hparams = configuration(config)
     rows = []
-    for name, train, test in benchmark_datasets(args.data, args.root, args.categories, image_size):
+    for name, train, test in benchmark_datasets(args.data, args.root, args.categories, config.image_size):
         for seed in args.seeds:
             detector = method.from_profile(args.profile, **{**overrides, "seed": seed})
             start = time.perf_counter()
