@@ -430,12 +430,12 @@ class CutPaste(Detector):
         # patches of 128-px images (the paper's 64 of 256 would be 32; 48 measured better, below) scored at
         # stride 8, the map blur scaled to 128 px, every grid patch of the training images in the Gaussian.
         # Batch-norm statistics frozen and the learning rate a third of the paper's (0.03 made the embeddings
-        # NaN with 48-px patches). Measured, seed 0, one thread (benchmarks/README.md): 600 steps of 32-px
-        # patches gave grass 0.78 image AUROC; 800 of 48-px give grass 0.863, brick 0.984, gravel 0.832,
-        # washer 1.000 (about 0.55 s per step); 500 of 64-px gave grass 0.858 with coarser maps. Gradient norm
-        # clipped to 1: with SSPCAB, unclipped training went NaN at steps 480-570 of 800 on grass (a lower
-        # learning rate for the block alone did not prevent it); the runs without the block are clipped too, so
-        # the two differ only in the block.
+        # NaN with 48-px patches). Chosen on grass, seed 0, unclipped (benchmarks/README.md): 600 steps of
+        # 32-px patches gave 0.78 image AUROC, 800 of 48-px 0.863, 500 of 64-px 0.858 with coarser maps.
+        # Gradient norm clipped to 1: with SSPCAB, unclipped training went NaN at steps 480-570 of 800 on grass
+        # (a lower learning rate for the block alone did not prevent it); the runs without the block are
+        # clipped too, so the two differ only in the block. This profile, seeds 0-2: brick 0.996, washer 1.000,
+        # grass 0.835, gravel 0.787, MTD 0.855 image AUROC (mean).
         "book": dict(
             image_size=128, backbone="efficientnet_lite0", head_widths=(512, 128), batch_size=32, steps=800,
             lr=0.01, freeze_backbone_norm=True, image_model=False, patch_size=48, patch_stride=8,
