@@ -219,6 +219,40 @@ def test_built_pages_show_no_unrendered_math_roles_or_double_numbers(built_book)
                            "with blank lines around it):\n" + "\n".join(problems)
 
 
+_INLINE_SCRIPT = re.compile(r"<script>(.*?)</script>", re.DOTALL)
+
+
+def test_built_pages_declare_each_inline_script_once(built_book):
+    """Jupyter Book 1.x adds sphinx-thebe's configuration twice; the second `const THEBE_JS_URL` is a
+    SyntaxError in the console of every page. book/_ext/unique_scripts.py keeps one of each."""
+    result, html = built_book
+    assert result.returncode == 0, "the book did not build; see test_book_builds_offline_with_warnings_as_errors"
+    pages = [p for p in sorted(html.rglob("*.html")) if not p.relative_to(html).parts[0].startswith("_")]
+    assert pages
+    for page in pages:
+        head = page.read_text(encoding="utf-8").split("</head>")[0]
+        bodies = [body.strip() for body in _INLINE_SCRIPT.findall(head) if body.strip()]
+        repeated = sorted({body[:60] for body in bodies if bodies.count(body) > 1})
+        assert repeated == [], f"{page.relative_to(html)} repeats inline scripts: {repeated}"
+        assert head.count("const THEBE_JS_URL") <= 1, page
+
+
+def test_unique_scripts_keeps_the_first_of_each_and_their_order():
+    from sphinx.builders.html._assets import _JavaScript
+
+    sys.path.insert(0, str(ROOT / "book" / "_ext"))
+    try:
+        from unique_scripts import keep_first_of_each_script
+    finally:
+        sys.path.remove(str(ROOT / "book" / "_ext"))
+    thebe = "const THEBE_JS_URL = 'x'"
+    scripts = [_JavaScript("a.js"), _JavaScript("", body=thebe), _JavaScript("b.js", defer="defer"),
+               _JavaScript(None, body=thebe), _JavaScript("a.js"), _JavaScript("b.js"), _JavaScript(None, body="other")]
+    context = {"script_files": scripts}
+    keep_first_of_each_script(None, "page", "page.html", context, None)
+    assert context["script_files"] == [scripts[0], scripts[1], scripts[2], scripts[5], scripts[6]]
+
+
 def test_chapter_titles_leave_numbering_to_the_toc():
     assert re.search(r"caption: Methods\n\s+numbered: true", (ROOT / "_toc.yml").read_text()), \
         "_toc.yml no longer numbers the chapters; then the titles must carry the numbers"
