@@ -1,6 +1,7 @@
 """The book: table of contents, notebook set-up cells, an offline `jupyter-book build -W`, and what the
 built HTML shows (no unrendered math or roles, chapter numbers once)."""
 
+import ast
 import json
 import re
 import shutil
@@ -288,8 +289,14 @@ def test_book_requirements_hold_only_the_build_tools():
     assert "jupyter-book" in names and not names & {"torch", "torchvision", "-e", "adlearn", "imgaug"}, names
     config = (ROOT / "_config.yml").read_text()
     assert re.search(r'execute_notebooks:\s*"?off"?', config), "the book-only install assumes the build executes no notebook"
-    assert not re.search(r"^\s*(extra_extensions|local_extensions):", config, re.MULTILINE), \
+    assert not re.search(r"^\s*extra_extensions:", config, re.MULTILINE), \
         "a Sphinx extension was added to _config.yml: add its package to book/requirements.txt and update this test"
+    # the book's own extensions (book/_ext, `local_extensions`) must run with what the book install has
+    for extension in sorted((ROOT / "book" / "_ext").glob("*.py")):
+        tree = ast.parse(extension.read_text())
+        imported = {alias.name.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names}
+        imported |= {node.module.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.module}
+        assert imported <= set(sys.stdlib_module_names) | {"__future__", "sphinx", "docutils"}, (extension.name, imported)
     readme = (ROOT / "README.md").read_text()
     command = readme.split("<!-- book-command -->", 1)[1].split("```bash", 1)[1].split("```", 1)[0]
     assert "pip install -r book/requirements.txt" in command and "jupyter-book build -W" in command, command
