@@ -116,6 +116,11 @@ def built_book(tmp_path_factory):
     return result, out / "_build" / "html"
 
 
+def built_pages(html: Path) -> list[Path]:
+    """The book's pages in the built ``html`` folder (not Sphinx's own under ``_static``, ``_sources``...)."""
+    return [p for p in sorted(html.rglob("*.html")) if not p.relative_to(html).parts[0].startswith("_")]
+
+
 def test_book_builds_offline_with_warnings_as_errors(built_book):
     result, html = built_book
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
@@ -208,7 +213,7 @@ def test_unrendered_markup_check_catches_the_known_failures():
 def test_built_pages_show_no_unrendered_math_roles_or_double_numbers(built_book):
     result, html = built_book
     assert result.returncode == 0, "the book did not build; see test_book_builds_offline_with_warnings_as_errors"
-    pages = [p for p in sorted(html.rglob("*.html")) if not p.relative_to(html).parts[0].startswith("_")]
+    pages = built_pages(html)
     assert any("notebooks" in p.parts for p in pages), f"no chapter pages under {html}"
     pages_by_problem: dict[str, list[str]] = {}  # the navigation repeats on every page: name each snippet once
     for page in pages:
@@ -228,7 +233,7 @@ def test_built_pages_declare_each_inline_script_once(built_book):
     SyntaxError in the console of every page. book/_ext/unique_scripts.py keeps one of each."""
     result, html = built_book
     assert result.returncode == 0, "the book did not build; see test_book_builds_offline_with_warnings_as_errors"
-    pages = [p for p in sorted(html.rglob("*.html")) if not p.relative_to(html).parts[0].startswith("_")]
+    pages = built_pages(html)
     assert pages
     for page in pages:
         head = page.read_text(encoding="utf-8").split("</head>")[0]
