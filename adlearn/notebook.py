@@ -36,7 +36,7 @@ from adlearn.notebook_cells import (  # noqa: F401
     sync_notebooks,
 )
 
-__all__ = ["ChapterRun", "configuration", "glue", "other_seed_runs", "start_chapter", "trained_model_path"]
+__all__ = ["ChapterRun", "configuration", "glue", "other_seed_runs", "seed_table", "start_chapter", "trained_model_path"]
 
 #: the MIME-type prefix myst-nb looks for when it collects glued values (myst_nb.ext.glue.GLUE_PREFIX)
 GLUE_PREFIX = "application/papermill.record/"
@@ -97,11 +97,24 @@ def trained_model_path(detector: Any, name: str, root: str | Path | None = None)
 def configuration(detector: Any) -> dict[str, Any]:
     """What two runs of "the same configuration" share: the hyper-parameters of ``detector`` (a detector or its
     config) without the seed, in the plain JSON form ``benchmarks/bench_accuracy.py`` records with every result
-    (tuples as lists)."""
+    (tuples as lists).
+
+    A setting that names a file or folder (its name ends in ``_path`` or ``_root``, e.g. EfficientAD's
+    ``teacher_path``) counts by the file's own name only: a benchmark given ``data/checkpoints/x.pt`` and a
+    chapter given the absolute path of the same file ran the same configuration.
+    """
     hparams = detector.hparams if hasattr(detector, "hparams") else {
         field.name: getattr(detector, field.name) for field in dataclasses.fields(detector)}
-    settings = {name: value for name, value in hparams.items() if name != "seed"}
-    return json.loads(json.dumps(settings, sort_keys=True, default=str))
+    return _comparable({name: value for name, value in hparams.items() if name != "seed"})
+
+
+def _comparable(settings: dict[str, Any]) -> dict[str, Any]:
+    """``settings`` as plain JSON, with file and folder settings reduced to their last name (see :func:`configuration`)."""
+    plain = json.loads(json.dumps(settings, sort_keys=True, default=str))
+    for name, value in plain.items():
+        if name.endswith(("_path", "_root")) and isinstance(value, str):
+            plain[name] = Path(value).name
+    return plain
 
 
 def other_seed_runs(detector: Any, data: str, seed: int, results: str | Path | None = None) -> list[dict[str, Any]]:
@@ -121,11 +134,45 @@ def other_seed_runs(detector: Any, data: str, seed: int, results: str | Path | N
     wanted, rows = configuration(detector), []
     for path in sorted(folder.glob("*.json")):
         record = json.loads(path.read_text())
-        if record.get("method") != type(detector).name or record.get("hparams") != wanted:
+        recorded = record.get("hparams")
+        if record.get("method") != type(detector).name or recorded is None or _comparable(recorded) != wanted:
             continue
         rows += [{**row, "file": path.name} for row in record.get("rows", [])
                  if row.get("data") == data and row.get("seed") != seed]
     return sorted(rows, key=lambda row: row["seed"])
+
+
+def seed_table(detector: Any, data: str, seed: int, this_run: dict[str, float],
+               metrics: tuple[str, ...] = ("image_auroc", "pixel_auroc", "aupro"),
+               results: str | Path | None = None) -> tuple[Any, dict[str, str]]:
+    """This run's metrics beside the benchmark's other seeds of the same configuration (:func:`other_seed_runs`).
+
+    Returns the table to display (one row per seed, the file each came from, then ``mean`` and ``std`` rows
+    when there is more than one seed) and, per metric, the text a chapter's prose quotes: ``"0.700 ± 0.020"``,
+    or a sentence saying that no other seed was measured for these settings.
+
+    Args:
+        detector: the chapter's detector.
+        data: the data set name of the rows (a built-in category, or ``"magnetic_tile"``).
+        seed: the chapter's seed; its row is ``this_run``.
+        this_run: the chapter's metrics (e.g. :func:`adlearn.evaluation.compute_metrics`'s result).
+        metrics: which metrics to show.
+        results: the folder of JSON results; default the repository's ``benchmarks/results``.
+    """
+    import pandas as pd
+
+    missing = [name for name in metrics if name not in this_run]
+    if missing:
+        raise KeyError(f"this_run has no {missing}; it has {sorted(this_run)}")
+    rows = [{"seed": seed, "run": "this notebook", **{name: float(this_run[name]) for name in metrics}}]
+    rows += [{"seed": row["seed"], "run": row["file"], **{name: row.get(name, float("nan")) for name in metrics}}
+             for row in other_seed_runs(detector, data, seed, results)]
+    table = pd.DataFrame(rows).set_index("seed")
+    if len(table) == 1:
+        return table, {name: "(no other seed measured for these settings)" for name in metrics}
+    spread = table[list(metrics)].agg(["mean", "std"]).assign(run="")  # summary rows: no run to name
+    summary = {name: f"{spread.loc['mean', name]:.3f} ± {spread.loc['std', name]:.3f}" for name in metrics}
+    return pd.concat([table, spread]), summary
 
 
 def glue(name: str, value: Any, fmt: str | None = None) -> str:

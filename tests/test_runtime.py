@@ -81,3 +81,44 @@ def test_other_seed_runs_takes_only_the_same_configuration(tmp_path):
     assert [(row["seed"], row["file"]) for row in rows] == [(1, "same.json"), (2, "same.json")]
     assert rows[0]["image_auroc"] == pytest.approx(0.91)
     assert other_seed_runs(detector, "brick", seed=0, results=tmp_path) == []
+
+
+def test_configuration_compares_file_settings_by_file_name(tmp_path):
+    import json
+
+    from adlearn.methods.efficientad import EfficientAD
+    from adlearn.notebook import configuration, other_seed_runs
+
+    # the chapter names the teacher by its absolute path, the benchmark by a relative one: same configuration
+    chapter = EfficientAD.from_profile("quick", teacher_path=str(tmp_path / "checkpoints" / "teacher_ab12.pt"))
+    assert configuration(chapter)["teacher_path"] == "teacher_ab12.pt"
+    recorded = {**configuration(chapter), "teacher_path": "data/checkpoints/teacher_ab12.pt"}
+    other_file = {**recorded, "teacher_path": "data/checkpoints/teacher_cd34.pt"}
+    for name, hparams in (("same.json", recorded), ("other_teacher.json", other_file)):
+        record = {"method": "efficientad", "hparams": hparams, "rows": [{"data": "grass", "seed": 1, "image_auroc": 0.7}]}
+        (tmp_path / name).write_text(json.dumps(record))
+    assert [row["file"] for row in other_seed_runs(chapter, "grass", seed=0, results=tmp_path)] == ["same.json"]
+
+
+def test_seed_table_puts_this_run_beside_the_other_seeds(tmp_path):
+    import json
+
+    from adlearn.methods.memseg import MemSeg
+    from adlearn.notebook import configuration, seed_table
+
+    detector = MemSeg.from_profile("book", seed=0)
+    this_run = {"image_auroc": 0.90, "pixel_auroc": 0.80, "aupro": 0.50, "pixel_ap": 0.3}
+    table, summary = seed_table(detector, "grass", 0, this_run, results=tmp_path)  # nothing recorded yet
+    assert list(table.index) == [0] and table.loc[0, "run"] == "this notebook"
+    assert summary["image_auroc"] == "(no other seed measured for these settings)"
+
+    rows = [{"data": "grass", "seed": s, "image_auroc": a, "pixel_auroc": 0.8, "aupro": 0.5} for s, a in ((1, 0.94), (2, 0.92))]
+    (tmp_path / "r.json").write_text(json.dumps({"method": "memseg", "hparams": configuration(detector), "rows": rows}))
+    table, summary = seed_table(detector, "grass", 0, this_run, results=tmp_path)
+    assert list(table.index) == [0, 1, 2, "mean", "std"]
+    assert table.loc[1, "run"] == "r.json"
+    assert table.loc["mean", "image_auroc"] == pytest.approx(0.92)
+    assert table.loc["std", "image_auroc"] == pytest.approx(0.02)  # sample standard deviation of 0.90, 0.94, 0.92
+    assert summary == {"image_auroc": "0.920 ± 0.020", "pixel_auroc": "0.800 ± 0.000", "aupro": "0.500 ± 0.000"}
+    with pytest.raises(KeyError, match="aupro"):
+        seed_table(detector, "grass", 0, {"image_auroc": 0.9}, metrics=("image_auroc", "aupro"), results=tmp_path)
