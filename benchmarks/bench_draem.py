@@ -41,12 +41,14 @@ def run_accuracy(args: argparse.Namespace) -> dict[str, Any]:
     from adlearn.methods.draem import DRAEM
     from adlearn.evaluation import collect_predictions, compute_metrics
     from adlearn.metrics import image_auroc_by_defect_type
+    from adlearn.notebook import configuration
     from adlearn.profiles import parse_overrides, profile_settings
 
     settings = profile_settings(args.profile)
     overrides = parse_overrides(args.set)
     # the size the networks train at, merged as DRAEM.from_profile merges it (without building the networks)
-    image_size = DRAEM.profile_config(args.profile, **overrides).image_size
+    config = DRAEM.profile_config(args.profile, **overrides)
+    image_size = config.image_size
     if args.data == "magnetic-tile":  # real photographs; a local copy (ADLEARN_LOCAL_DATA, data import) or --data-root
         root = args.data_root
     elif settings.dataset == "builtin":
@@ -84,6 +86,9 @@ def run_accuracy(args: argparse.Namespace) -> dict[str, Any]:
         final = detector.history.to_frame().tail(20).mean()
         row = {
             "category": category,
+            # "data" and "seed" as bench_accuracy.py names them, so a chapter finds this run (other_seed_runs)
+            "data": category,
+            "seed": detector.config.seed,
             **{k: round(float(v), 4) for k, v in metrics.items()},
             "train_s": round(train_seconds, 1),
             "eval_s": round(eval_seconds, 1),
@@ -103,7 +108,9 @@ def run_accuracy(args: argparse.Namespace) -> dict[str, Any]:
         by_type = ", ".join(f"{name} {value:.2f}" for name, value in row["image_auroc_by_type"].items())
         print(f"| {row['category']} | {row['image_auroc']:.3f} | {row['pixel_auroc']:.3f} | {row['aupro']:.3f} | "
               f"{row['pixel_ap']:.3f} | {by_type} | {row['train_s']:.0f} |")
-    return {"profile": args.profile, "overrides": overrides, "machine": machine_description(torch.get_num_threads()), "rows": rows}
+    # every hyper-parameter but the seed, so a chapter can tell which results share its configuration
+    return {"method": DRAEM.name, "profile": args.profile, "overrides": overrides, "hparams": configuration(config),
+            "machine": machine_description(torch.get_num_threads()), "rows": rows}
 
 
 def measure_repair_of(detector: Any, train: Any) -> dict[str, float]:
