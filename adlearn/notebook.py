@@ -175,6 +175,55 @@ def seed_table(detector: Any, data: str, seed: int, this_run: dict[str, float],
     return pd.concat([table, spread]), summary
 
 
+def compare_over_seeds(detectors: dict[str, Any], data: str, seed: int, this_runs: dict[str, dict[str, float]],
+                       metric: str = "image_auroc", results: str | Path | None = None) -> Any:
+    """Several detectors' ``metric`` side by side, one column per seed: the chapter's run and the benchmark's
+    other seeds of each detector's configuration (:func:`seed_table`), then ``mean``, ``std`` and ``seeds``
+    (how many runs the mean is over).
+
+    A chapter that compares variants (with and without a block, say) uses it to show whether a difference
+    between two of its runs is larger than the difference between two seeds of one variant; see
+    :func:`paired_differences` for the per-seed differences. A seed a detector has no run for is NaN.
+
+    Args:
+        detectors: display name -> the chapter's detector.
+        data: the data set name of the rows (a built-in category, or ``"magnetic_tile"``).
+        seed: the chapter's seed.
+        this_runs: display name -> the chapter's metrics for that detector.
+        metric: which metric to compare.
+        results: the folder of JSON results; default the repository's ``benchmarks/results``.
+    """
+    import pandas as pd
+
+    unknown = sorted(set(detectors) ^ set(this_runs))
+    if unknown:
+        raise KeyError(f"detectors and this_runs must name the same models; only one of them has {unknown}")
+    columns = {}
+    for name, detector in detectors.items():
+        table, _ = seed_table(detector, data, seed, this_runs[name], metrics=(metric,), results=results)
+        columns[name] = table.loc[[index for index in table.index if index not in ("mean", "std")], metric]
+    per_seed = pd.DataFrame(columns).T.sort_index(axis=1)
+    per_seed.columns = [f"seed {column}" for column in per_seed.columns]
+    return per_seed.assign(mean=per_seed.mean(axis=1), std=per_seed.std(axis=1), seeds=per_seed.notna().sum(axis=1))
+
+
+def paired_differences(comparison: Any, variant: str, baseline: str) -> tuple[list[float], str]:
+    """``variant`` minus ``baseline`` seed by seed, from :func:`compare_over_seeds`'s table (seeds both have), and
+    a verdict in words: "helped" or "hurt" when every per-seed difference is beyond ±0.01 in the same direction,
+    else "made no consistent difference".
+    """
+    seed_columns = [column for column in comparison.columns if column.startswith("seed ")]
+    both = comparison.loc[[variant, baseline], seed_columns].dropna(axis=1)
+    differences = [float(value) for value in both.loc[variant] - both.loc[baseline]]
+    if differences and all(value > 0.01 for value in differences):
+        verdict = "helped"
+    elif differences and all(value < -0.01 for value in differences):
+        verdict = "hurt"
+    else:
+        verdict = "made no consistent difference"
+    return differences, verdict
+
+
 def glue(name: str, value: Any, fmt: str | None = None) -> str:
     """Store ``value`` in the cell's outputs under ``name`` for the book's prose, and return its text.
 

@@ -122,3 +122,40 @@ def test_seed_table_puts_this_run_beside_the_other_seeds(tmp_path):
     assert summary == {"image_auroc": "0.920 ± 0.020", "pixel_auroc": "0.800 ± 0.000", "aupro": "0.500 ± 0.000"}
     with pytest.raises(KeyError, match="aupro"):
         seed_table(detector, "grass", 0, {"image_auroc": 0.9}, metrics=("image_auroc", "aupro"), results=tmp_path)
+
+
+def test_compare_over_seeds_puts_variants_side_by_side_and_pairs_seeds(tmp_path):
+    import json
+
+    from adlearn.methods.cutpaste import CutPaste
+    from adlearn.notebook import compare_over_seeds, configuration, paired_differences
+
+    plain, block = CutPaste.from_profile("book"), CutPaste.from_profile("book", sspcab=True)
+    for detector, name, values in ((plain, "plain", (0.80, 0.84)), (block, "block", (0.90,))):
+        rows = [{"data": "grass", "seed": s, "image_auroc": v} for s, v in zip((1, 2), values)]
+        rows.append({"data": "gravel", "seed": 1, "image_auroc": 0.1})  # another data set: never mixed in
+        (tmp_path / f"{name}.json").write_text(json.dumps({"method": "cutpaste", "hparams": configuration(detector), "rows": rows}))
+    this_runs = {"CutPaste": {"image_auroc": 0.82}, "CutPaste + SSPCAB": {"image_auroc": 0.86}}
+    table = compare_over_seeds({"CutPaste": plain, "CutPaste + SSPCAB": block}, "grass", 0, this_runs, results=tmp_path)
+    assert list(table.columns) == ["seed 0", "seed 1", "seed 2", "mean", "std", "seeds"]
+    assert table.loc["CutPaste", "mean"] == pytest.approx(0.82) and table.loc["CutPaste", "std"] == pytest.approx(0.02)
+    assert table.loc["CutPaste + SSPCAB", "seeds"] == 2 and np.isnan(table.loc["CutPaste + SSPCAB", "seed 2"])
+    differences, verdict = paired_differences(table, "CutPaste + SSPCAB", "CutPaste")
+    assert differences == pytest.approx([0.04, 0.10]) and verdict == "helped"  # seed 2 has no run with the block
+    assert paired_differences(table, "CutPaste", "CutPaste + SSPCAB")[1] == "hurt"
+    this_runs["CutPaste + SSPCAB"] = {"image_auroc": 0.70}  # -0.12 on seed 0, +0.10 on seed 1
+    table = compare_over_seeds({"CutPaste": plain, "CutPaste + SSPCAB": block}, "grass", 0, this_runs, results=tmp_path)
+    assert paired_differences(table, "CutPaste + SSPCAB", "CutPaste")[1] == "made no consistent difference"
+    with pytest.raises(KeyError, match="FeatureKNN"):
+        compare_over_seeds({"CutPaste": plain}, "grass", 0, {**this_runs, "FeatureKNN": {}}, results=tmp_path)
+
+
+def test_compare_over_seeds_with_no_other_seed_recorded(tmp_path):
+    from adlearn.methods.cutpaste import CutPaste
+    from adlearn.notebook import compare_over_seeds, paired_differences
+
+    detectors = {"CutPaste": CutPaste.from_profile("book"), "CutPaste + SSPCAB": CutPaste.from_profile("book", sspcab=True)}
+    table = compare_over_seeds(detectors, "grass", 3, {"CutPaste": {"image_auroc": 0.8}, "CutPaste + SSPCAB": {"image_auroc": 0.9}},
+                               results=tmp_path)
+    assert list(table.columns) == ["seed 3", "mean", "std", "seeds"] and list(table["seeds"]) == [1, 1]
+    assert paired_differences(table, "CutPaste + SSPCAB", "CutPaste") == (pytest.approx([0.1]), "helped")
