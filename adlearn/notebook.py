@@ -161,13 +161,7 @@ def seed_table(detector: Any, data: str, seed: int, this_run: dict[str, float],
     """
     import pandas as pd
 
-    missing = [name for name in metrics if name not in this_run]
-    if missing:
-        raise KeyError(f"this_run has no {missing}; it has {sorted(this_run)}")
-    rows = [{"seed": seed, "run": "this notebook", **{name: float(this_run[name]) for name in metrics}}]
-    rows += [{"seed": row["seed"], "run": row["file"], **{name: row.get(name, float("nan")) for name in metrics}}
-             for row in other_seed_runs(detector, data, seed, results)]
-    table = pd.DataFrame(rows).set_index("seed")
+    table = _runs_by_seed(detector, data, seed, this_run, metrics, results)
     if len(table) == 1:
         return table, {name: "(no other seed measured for these settings)" for name in metrics}
     spread = table[list(metrics)].agg(["mean", "std"]).assign(run="")  # summary rows: no run to name
@@ -175,10 +169,24 @@ def seed_table(detector: Any, data: str, seed: int, this_run: dict[str, float],
     return pd.concat([table, spread]), summary
 
 
+def _runs_by_seed(detector: Any, data: str, seed: int, this_run: dict[str, float], metrics: tuple[str, ...],
+                  results: str | Path | None) -> Any:
+    """One row per seed (index ``seed``): the chapter's ``this_run``, then :func:`other_seed_runs`; columns ``run`` and ``metrics``."""
+    import pandas as pd
+
+    missing = [name for name in metrics if name not in this_run]
+    if missing:
+        raise KeyError(f"this_run has no {missing}; it has {sorted(this_run)}")
+    rows = [{"seed": seed, "run": "this notebook", **{name: float(this_run[name]) for name in metrics}}]
+    rows += [{"seed": row["seed"], "run": row["file"], **{name: row.get(name, float("nan")) for name in metrics}}
+             for row in other_seed_runs(detector, data, seed, results)]
+    return pd.DataFrame(rows).set_index("seed")
+
+
 def compare_over_seeds(detectors: dict[str, Any], data: str, seed: int, this_runs: dict[str, dict[str, float]],
                        metric: str = "image_auroc", results: str | Path | None = None) -> Any:
     """Several detectors' ``metric`` side by side, one column per seed: the chapter's run and the benchmark's
-    other seeds of each detector's configuration (:func:`seed_table`), then ``mean``, ``std`` and ``seeds``
+    other seeds of each detector's configuration (as in :func:`seed_table`), then ``mean``, ``std`` and ``seeds``
     (how many runs the mean is over).
 
     A chapter that compares variants (with and without a block, say) uses it to show whether a difference
@@ -198,10 +206,8 @@ def compare_over_seeds(detectors: dict[str, Any], data: str, seed: int, this_run
     unknown = sorted(set(detectors) ^ set(this_runs))
     if unknown:
         raise KeyError(f"detectors and this_runs must name the same models; only one of them has {unknown}")
-    columns = {}
-    for name, detector in detectors.items():
-        table, _ = seed_table(detector, data, seed, this_runs[name], metrics=(metric,), results=results)
-        columns[name] = table.loc[[index for index in table.index if index not in ("mean", "std")], metric]
+    columns = {name: _runs_by_seed(detector, data, seed, this_runs[name], (metric,), results)[metric]
+               for name, detector in detectors.items()}
     per_seed = pd.DataFrame(columns).T.sort_index(axis=1)
     per_seed.columns = [f"seed {column}" for column in per_seed.columns]
     return per_seed.assign(mean=per_seed.mean(axis=1), std=per_seed.std(axis=1), seeds=per_seed.notna().sum(axis=1))
