@@ -367,6 +367,23 @@ def test_image_model_option_scores_with_its_own_gaussian(washer):
     assert prediction.maps.shape == (3, 1, 64, 64)
 
 
+def test_image_batch_size_feeds_the_image_model_part_of_each_batch(washer):
+    train, _ = washer
+    detector = CutPaste.from_profile("quick", steps=2, batch_size=4, image_model=True, image_batch_size=2)
+    seen = {"patch_model": [], "image_model": []}
+    for name in seen:
+        detector.networks[name].register_forward_pre_hook(lambda module, args, name=name: seen[name].append(
+            tuple(args[0].shape)))
+    detector.fit(train, progress=False)
+    # three versions of each image: 3 x 4 patches and 3 x 2 whole images per step (then the calibration's passes)
+    assert seen["patch_model"][:2] == [(12, 3, 32, 32)] * 2
+    assert seen["image_model"][:2] == [(6, 3, 64, 64)] * 2
+    assert CutPaste.from_profile("quick", batch_size=4).config.image_batch_size is None
+    for bad in (0, 5, 2.0, True):
+        with pytest.raises(ValueError, match="image_batch_size must be None or an int from 1 to batch_size=4"):
+            CutPaste.from_profile("quick", batch_size=4, image_batch_size=bad)
+
+
 def test_diverged_embeddings_are_a_clear_error():
     embeddings = torch.randn(10, 4)
     embeddings[3, 1] = float("nan")
