@@ -30,11 +30,12 @@ implementation fitted these on the test images, a leak). The two are averaged,
 padded back to the full grid and upsampled; the image score is the map's
 maximum.
 
-``predict`` runs the three networks in one pass, channels-last on the CPU and
-in half precision on CUDA. Channels-last was measured faster for PDN-S at
-256 px on two threads (151 against 259 ms per forward pass) and no slower on
-one; ``torch.compile`` saved another 5 % on one thread and is left to the
-user (``benchmarks/bench_efficientad.py`` measures all three).
+``predict`` runs the three networks in one pass, in half precision on CUDA.
+The memory layout is a measured choice (:attr:`EfficientAD.memory_format`):
+channels-last on CUDA; on the CPU the layout ``benchmarks/bench_efficientad.py``
+measured faster for EfficientAD-S at 256 px, batch 1 (``CPU_MEMORY_FORMAT``;
+the numbers in ``benchmarks/README.md``). ``torch.compile`` is left to the
+user (the same script measures it).
 """
 
 from __future__ import annotations
@@ -65,6 +66,9 @@ __all__ = ["EfficientAD", "EfficientADConfig", "hard_feature_loss", "quantile_no
 TEACHER_SOURCES = ("file", "distill", "random")
 #: cells of the stride-4 grid the unpadded PDN loses on each side (16 px at any size); the maps are padded back
 MAP_PADDING = 4
+#: the memory layout of the networks and their inputs on the CPU: whichever ``benchmarks/bench_efficientad.py``
+#: measured faster for ``predict`` (EfficientAD-S, 256 px, batch 1; benchmarks/README.md)
+CPU_MEMORY_FORMAT = torch.channels_last
 
 
 def hard_feature_loss(distances: torch.Tensor, p_hard: float) -> torch.Tensor:
@@ -266,10 +270,15 @@ class EfficientAD(Detector):
     def autoencoder(self) -> EfficientADAutoencoder | None:
         return self.networks["autoencoder"] if "autoencoder" in self.networks else None
 
+    @property
+    def memory_format(self) -> torch.memory_format:
+        """The layout the networks compute in: ``CPU_MEMORY_FORMAT`` on the CPU (measured), channels-last elsewhere."""
+        return CPU_MEMORY_FORMAT if self.device.type == "cpu" else torch.channels_last
+
     def to(self, device: str | torch.device) -> EfficientAD:
         super().to(device)
-        if self.device.type == "cpu":  # measured faster on the CPU, never slower (module docstring)
-            self.networks.to(memory_format=torch.channels_last)
+        if self.device.type == "cpu":  # the weights in the inputs' layout, so no convolution converts either
+            self.networks.to(memory_format=self.memory_format)
         return self
 
     # ------------------------------------------------------------------ the teacher
@@ -422,7 +431,7 @@ class EfficientAD(Detector):
             if penalty is not None:
                 # the reference grey-scales 30 % of the ImageNet penalty images
                 parts.append(random_grayscale(next(penalty).float() / 255.0, 0.3, generator))
-            inputs = torch.cat(parts).contiguous(memory_format=torch.channels_last)
+            inputs = torch.cat(parts).contiguous(memory_format=self.memory_format)
             # the autoencoder's dropout draws from the global generator: seed it by the step index, so a
             # resumed run draws the same masks as an uninterrupted one
             devices = [self.device] if self.device.type == "cuda" else []
@@ -459,10 +468,10 @@ class EfficientAD(Detector):
     def raw_maps(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Local ``mean_c (T - S)^2`` and global ``mean_c (A - S')^2`` maps ``[B, 1, h, w]`` at the PDN's grid.
 
-        The three networks run in one pass over the batch: channels-last, and
-        in float16 on CUDA when ``half_precision``.
+        The three networks run in one pass over the batch, in :attr:`memory_format`,
+        and in float16 on CUDA when ``half_precision``.
         """
-        images = images.contiguous(memory_format=torch.channels_last)
+        images = images.contiguous(memory_format=self.memory_format)
         use_half = self.device.type == "cuda" and self.config.half_precision
         with torch.autocast("cuda", dtype=torch.float16, enabled=use_half):
             teacher = self.teacher_features(images)
