@@ -301,6 +301,25 @@ def test_local_only_option_and_branch_maps(washer):
     torch.testing.assert_close(detector.predict(images).maps, branches["local"])
 
 
+def test_both_memory_layouts_compute_the_same_maps(trained, washer128, monkeypatch):
+    from adlearn.methods import efficientad
+
+    _, test = washer128
+    images = stack(test, range(3))
+    results = {}
+    for layout in (torch.contiguous_format, torch.channels_last):
+        monkeypatch.setattr(efficientad, "CPU_MEMORY_FORMAT", layout)
+        trained.to("cpu")  # puts the weights in the layout
+        assert trained.memory_format == layout
+        assert trained.teacher.conv2.weight.is_contiguous(memory_format=layout)
+        results[layout] = trained.predict(images)
+    monkeypatch.undo()
+    trained.to("cpu")
+    first, second = results.values()
+    torch.testing.assert_close(first.maps, second.maps, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(first.scores, second.scores, rtol=1e-4, atol=1e-5)
+
+
 def test_save_load_is_exact(trained, washer, tmp_path):
     _, test = washer
     images = stack(test, range(4))
