@@ -142,9 +142,6 @@ def measure_ours(args) -> dict[str, Any]:
     detector.to(args.device)
     # where the time goes: each network alone on the same input, in predict's layout
     prepared = image.to(args.device).contiguous(memory_format=detector.memory_format)
-    detector.networks.to(memory_format=torch.channels_last)
-    # where the time goes: each network alone on the same input, channels-last
-    prepared = image.to(args.device).contiguous(memory_format=torch.channels_last)
     with torch.no_grad():
         results["parts"] = {
             name: time_calls(lambda: detector.networks[name](prepared), max(5, args.runs // 4), 2, args.device)["mean_ms"]
