@@ -122,7 +122,8 @@ def other_seed_runs(detector: Any, data: str, seed: int, results: str | Path | N
 
     A chapter shows them beside its own run, so a reader sees how much one run says. Only results that
     recorded their hyper-parameters and match :func:`configuration` exactly count: a row of an older profile
-    or of an override is never mixed in. Each row gets ``"file"``, the results file it came from.
+    or of an override is never mixed in, nor a built-in category's row measured on images an older builder
+    made (:data:`adlearn.data.builtin.CATEGORY_CHANGED_IN`). Each row gets ``"file"``, the results file it came from.
 
     Args:
         detector: the chapter's detector (its method's registry name and hyper-parameters are compared).
@@ -130,12 +131,18 @@ def other_seed_runs(detector: Any, data: str, seed: int, results: str | Path | N
         seed: the chapter's own seed, left out.
         results: the folder of JSON results; default the repository's ``benchmarks/results``.
     """
+    from adlearn.data.builtin import CATEGORY_CHANGED_IN
+
     folder = Path(results) if results is not None else REPO_ROOT / "benchmarks" / "results"
     wanted, rows = configuration(detector), []
     for path in sorted(folder.glob("*.json")):
         record = json.loads(path.read_text())
         recorded = record.get("hparams")
         if record.get("method") != type(detector).name or recorded is None or _comparable(recorded) != wanted:
+            continue
+        # A built-in category's results on images an older builder made are not results on today's images
+        # (results written before versions were recorded ran on version 2).
+        if data in CATEGORY_CHANGED_IN and (record.get("builtin_version") or 2) < CATEGORY_CHANGED_IN[data]:
             continue
         rows += [{**row, "file": path.name} for row in record.get("rows", [])
                  if row.get("data") == data and row.get("seed") != seed]

@@ -32,6 +32,14 @@ def benchmark_datasets(data: str, root: str | None, categories: list[str] | None
             for c in categories or ["brick", "grass", "gravel", "washer"]]
 
 
+def builtin_version_of(data: str, root: str | None) -> int | None:
+    """The built-in data set's builder version a run used (None for other data): results record it, so a
+    chapter never mixes results of a category's older images with the current ones."""
+    from adlearn.data import builtin_dataset_root, builtin_version
+
+    return builtin_version(root or builtin_dataset_root()) if data == "builtin" else None
+
+
 def add_dataset_arguments(parser: argparse.ArgumentParser) -> None:
     """``--data``, ``--root`` and ``--categories``: what :func:`benchmark_datasets` takes."""
     parser.add_argument("--data", choices=["builtin", "magnetic-tile"], default="builtin")

@@ -22,8 +22,8 @@ import time
 from typing import Any
 
 import torch
-from _common import (add_dataset_arguments, add_run_arguments, benchmark_datasets, machine_description, mean_and_spread,
-                     write_results)  # noqa: E402  (benchmarks/ is on the path)
+from _common import (add_dataset_arguments, add_run_arguments, benchmark_datasets, builtin_version_of, machine_description,
+                     mean_and_spread, write_results)  # noqa: E402  (benchmarks/ is on the path)
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -74,6 +74,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
               f"{mean_and_spread([r['pixel_auroc'] for r in group])} | {mean_and_spread([r['aupro'] for r in group])} | "
               f"{by_type} | {statistics.mean(r['fit_s'] for r in group):.0f} |")
     result = {"method": args.method, "profile": args.profile, "overrides": overrides, "hparams": hparams,
+              "builtin_version": builtin_version_of(args.data, args.root),
               "machine": machine_description(args.threads), "rows": rows}
     write_results(args.json, result)
     return result

@@ -37,7 +37,7 @@ from _common import machine_description, write_results  # noqa: E402  (benchmark
 
 
 def run_accuracy(args: argparse.Namespace) -> dict[str, Any]:
-    from adlearn.data import MagneticTile, MVTecAD, builtin_dataset_root
+    from adlearn.data import MagneticTile, MVTecAD, builtin_dataset_root, builtin_version
     from adlearn.methods.draem import DRAEM
     from adlearn.evaluation import collect_predictions, compute_metrics
     from adlearn.metrics import image_auroc_by_defect_type
@@ -110,6 +110,7 @@ def run_accuracy(args: argparse.Namespace) -> dict[str, Any]:
               f"{row['pixel_ap']:.3f} | {by_type} | {row['train_s']:.0f} |")
     # every hyper-parameter but the seed, so a chapter can tell which results share its configuration
     return {"method": DRAEM.name, "profile": args.profile, "overrides": overrides, "hparams": configuration(config),
+            "builtin_version": builtin_version(root) if args.data != "magnetic-tile" and settings.dataset == "builtin" else None,
             "machine": machine_description(torch.get_num_threads()), "rows": rows}
 
 

@@ -668,16 +668,21 @@ def test_builtin_defaults_give_60_good_and_60_defective_test_images(tmp_path: Pa
         assert len(list((root / "gravel" / "ground_truth" / defect).glob("*_mask.png"))) == 15
 
 
-def test_builtin_version_2_folder_and_no_reuse_of_version_1(tmp_path: Path) -> None:
-    assert builtin.BUILDER_VERSION == 2
-    assert BuiltinSettings().folder_name() == "builtin_v2"
-    assert BuiltinSettings(n_test_good=20, n_test_per_defect=10).folder_name().startswith("builtin_v2_")
-    # A folder built by version 1 (same settings) is not taken for a version 2 build.
+def test_builtin_version_3_folder_and_no_reuse_of_older_versions(tmp_path: Path) -> None:
+    assert builtin.BUILDER_VERSION == 3
+    assert BuiltinSettings().folder_name() == "builtin_v3"
+    assert BuiltinSettings(n_test_good=20, n_test_per_defect=10).folder_name().startswith("builtin_v3_")
+    # every category says which version last changed its images, none later than this builder
+    assert set(builtin.CATEGORY_CHANGED_IN) == set(BUILTIN_CATEGORIES)
+    assert all(2 <= version <= builtin.BUILDER_VERSION for version in builtin.CATEGORY_CHANGED_IN.values())
+    # A folder built by an older version (same settings) is not taken for this version's build.
     sizes = {"n_train": 1, "n_test_good": 1, "n_test_per_defect": 1}
     old = build_builtin_dataset(tmp_path / "old", ["brick"], verbose=False, **sizes)
+    assert builtin.builtin_version(old) == 3 and builtin.builtin_version(tmp_path) is None  # what results record
     manifest = builtin._read_manifest(old)
     manifest["version"] = 1
     (old / MANIFEST_NAME).write_text(json.dumps(manifest))
+    assert builtin.builtin_version(old) == 1
     with pytest.raises(FileExistsError, match="version 1"):
         build_builtin_dataset(old, ["brick"], verbose=False, **sizes)
 

@@ -65,11 +65,13 @@ def test_other_seed_runs_takes_only_the_same_configuration(tmp_path):
     assert configuration(MemSeg.profile_config("book", seed=7)) == settings  # a config gives the same, seed aside
     json.dumps(settings)  # plain JSON
 
-    def write(name, hparams, seeds, method="memseg", data="grass"):
+    def write(name, hparams, seeds, method="memseg", data="grass", version=3):
         rows = [{"data": data, "seed": seed, "image_auroc": 0.9 + seed / 100} for seed in seeds]
         record = {"method": method, "profile": "book", "overrides": {}, "rows": rows}
         if hparams is not None:
             record["hparams"] = hparams
+        if version is not None:
+            record["builtin_version"] = version
         (tmp_path / name).write_text(json.dumps(record))
 
     write("same.json", settings, [2, 0, 1])
@@ -77,10 +79,19 @@ def test_other_seed_runs_takes_only_the_same_configuration(tmp_path):
     write("no_hparams.json", None, [4])  # written before results recorded their settings: never mixed in
     write("other_method.json", settings, [5], method="draem")
     write("other_data.json", settings, [6], data="gravel")
+    # grass images changed in builder version 3: results on version 2's images (or unversioned ones) are not mixed in
+    write("older_images.json", settings, [7], version=2)
+    write("unversioned.json", settings, [8], version=None)
     rows = other_seed_runs(detector, "grass", seed=0, results=tmp_path)
     assert [(row["seed"], row["file"]) for row in rows] == [(1, "same.json"), (2, "same.json")]
     assert rows[0]["image_auroc"] == pytest.approx(0.91)
     assert other_seed_runs(detector, "brick", seed=0, results=tmp_path) == []
+    # brick's images are the same bytes since version 2, so its unversioned results still count
+    write("brick_v2.json", settings, [1], data="brick", version=None)
+    assert [row["file"] for row in other_seed_runs(detector, "brick", seed=0, results=tmp_path)] == ["brick_v2.json"]
+    # Magnetic Tile Defects is not built here: no version needed
+    write("mtd.json", settings, [1], data="magnetic_tile", version=None)
+    assert [row["file"] for row in other_seed_runs(detector, "magnetic_tile", seed=0, results=tmp_path)] == ["mtd.json"]
 
 
 def test_configuration_compares_file_settings_by_file_name(tmp_path):
@@ -95,7 +106,8 @@ def test_configuration_compares_file_settings_by_file_name(tmp_path):
     recorded = {**configuration(chapter), "teacher_path": "data/checkpoints/teacher_ab12.pt"}
     other_file = {**recorded, "teacher_path": "data/checkpoints/teacher_cd34.pt"}
     for name, hparams in (("same.json", recorded), ("other_teacher.json", other_file)):
-        record = {"method": "efficientad", "hparams": hparams, "rows": [{"data": "grass", "seed": 1, "image_auroc": 0.7}]}
+        record = {"method": "efficientad", "hparams": hparams, "builtin_version": 3,
+                  "rows": [{"data": "grass", "seed": 1, "image_auroc": 0.7}]}
         (tmp_path / name).write_text(json.dumps(record))
     assert [row["file"] for row in other_seed_runs(chapter, "grass", seed=0, results=tmp_path)] == ["same.json"]
 
@@ -113,7 +125,8 @@ def test_seed_table_puts_this_run_beside_the_other_seeds(tmp_path):
     assert summary["image_auroc"] == "(no other seed measured for these settings)"
 
     rows = [{"data": "grass", "seed": s, "image_auroc": a, "pixel_auroc": 0.8, "aupro": 0.5} for s, a in ((1, 0.94), (2, 0.92))]
-    (tmp_path / "r.json").write_text(json.dumps({"method": "memseg", "hparams": configuration(detector), "rows": rows}))
+    (tmp_path / "r.json").write_text(json.dumps({"method": "memseg", "hparams": configuration(detector), "builtin_version": 3,
+                                                          "rows": rows}))
     table, summary = seed_table(detector, "grass", 0, this_run, results=tmp_path)
     assert list(table.index) == [0, 1, 2, "mean", "std"]
     assert table.loc[1, "run"] == "r.json"
@@ -134,7 +147,8 @@ def test_compare_over_seeds_puts_variants_side_by_side_and_pairs_seeds(tmp_path)
     for detector, name, values in ((plain, "plain", (0.80, 0.84)), (block, "block", (0.90,))):
         rows = [{"data": "grass", "seed": s, "image_auroc": v} for s, v in zip((1, 2), values)]
         rows.append({"data": "gravel", "seed": 1, "image_auroc": 0.1})  # another data set: never mixed in
-        (tmp_path / f"{name}.json").write_text(json.dumps({"method": "cutpaste", "hparams": configuration(detector), "rows": rows}))
+        (tmp_path / f"{name}.json").write_text(json.dumps({"method": "cutpaste", "hparams": configuration(detector),
+                                                                    "builtin_version": 3, "rows": rows}))
     this_runs = {"CutPaste": {"image_auroc": 0.82}, "CutPaste + SSPCAB": {"image_auroc": 0.86}}
     table = compare_over_seeds({"CutPaste": plain, "CutPaste + SSPCAB": block}, "grass", 0, this_runs, results=tmp_path)
     assert list(table.columns) == ["seed 0", "seed 1", "seed 2", "mean", "std", "seeds"]

@@ -20,8 +20,10 @@ Example:
 from adlearn.data.builtin import (
     BUILTIN_CATEGORIES,
     BUILTIN_DEFECTS,
+    CATEGORY_CHANGED_IN,
     build_builtin_dataset,
     builtin_dataset_root,
+    builtin_version,
 )
 from adlearn.data.download import ChecksumError, download_file, extract_archive
 from adlearn.data.magnetic_tile import MagneticTile, download_magnetic_tile
@@ -34,6 +36,8 @@ __all__ = [
     "DigitDataset",
     "OneClassSplit",
     "BUILTIN_CATEGORIES",
+    "CATEGORY_CHANGED_IN",
+    "builtin_version",
     "BUILTIN_DEFECTS",
     "ChecksumError",
     "MVTEC_CATEGORIES",

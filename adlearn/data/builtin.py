@@ -5,11 +5,11 @@ first use from photographs that ship inside scikit-image (CC0 texture photos
 of a brick wall, grass and gravel):
 
 * ``brick``, ``grass``, ``gravel`` -- texture categories. Training images are
-  random views of the top part of the photograph (crop position, scale +-5 %,
-  rotation +-5 degrees, flips, brightness, white balance and contrast jitter,
-  sensor noise); test images come from the held-out bottom part (grass,
-  gravel) or, for the brick photograph taken in perspective, from new random
-  views of the whole photograph.
+  random views of the photograph (crop position, scale +-5 %, rotation +-5
+  degrees, flips, brightness, white balance and contrast jitter, sensor noise);
+  test images are new random views of the same photograph, so good test images
+  come from the same distribution as the training images (see ``_VIEW_ROWS``
+  for why no band of the photograph is held out).
 * ``washer`` -- an object category: a flat metal ring (its turned-metal
   texture comes from the gravel photograph) on a plain surface, with small
   jitter of position, size, lighting direction and brightness.
@@ -33,7 +33,10 @@ Per category there are 80 training images, 60 good test images and 15 test
 images of each of the 4 defect types (60 defective), so one test image moves
 the image AUROC by at most 1/60 (about 0.017). Version 2 of the builder (the
 folder ``builtin_v2``) introduced these counts and the visibility threshold;
-an old ``builtin_v1`` folder is not re-used.
+version 3 (``builtin_v3``) takes the grass and gravel test views from the
+whole photograph instead of its bottom rows (brick and washer images are the
+same bytes as in version 2, see :data:`CATEGORY_CHANGED_IN`). A folder of an
+older version is not re-used.
 
 Everything is determined by the seed: each image has its own random stream,
 derived from ``(seed, category, split, defect type, index)``, so building the
@@ -60,7 +63,8 @@ import numpy as np
 from adlearn.data import surface_defects
 from adlearn.data.paths import default_data_root
 
-BUILDER_VERSION = 2  # 2: 60 good + 60 defective test images, masks only where the change is visible
+BUILDER_VERSION = 3  # 2: 60 good + 60 defective test images, masks only where the change is visible;
+                     # 3: grass and gravel test views from the whole photograph (was: its bottom rows)
 BUILTIN_CATEGORIES: tuple[str, ...] = ("brick", "grass", "gravel", "washer")
 TEXTURE_CATEGORIES: tuple[str, ...] = ("brick", "grass", "gravel")
 BUILTIN_DEFECTS: dict[str, tuple[str, ...]] = {
@@ -100,16 +104,25 @@ _STAIN_TINTS = {
     "gravel": ("oil", "rust", "bleach"),
     "washer": ("oil", "rust", "bleach"),
 }
-# Rows of the 512x512 photograph that training and test views come from. Grass and
-# gravel look alike everywhere, so test views come from held-out rows. The brick
-# photograph was taken in perspective: its bricks grow and fan out towards the bottom,
-# so any held-out band would differ from the training band in brick size and tilt
-# (a shift a detector would rightly flag); its views come from the whole photograph.
+# Rows of the 512x512 photograph that training and test views come from: all of them,
+# for training and test alike. A held-out band is a different surface, not new views of
+# the same one. The brick photograph was taken in perspective (its bricks grow and fan
+# out towards the bottom). Version 2 held out the bottom rows (300-512) of grass and
+# gravel, assuming they look alike everywhere; they do not (grass: more clover leaves at
+# the top, finer blades below). A frozen ImageNet feature k-NN fitted on 60 training
+# images told 20 other *training* images from the good *test* images with AUROC 0.98
+# (grass) and 0.95 (gravel), and scored the good test images about as high as the
+# defective ones (image AUROC 0.65 / 0.70), while the held-out training images against
+# the defective ones gave 0.99 / 0.98 (benchmarks/README.md, "The built-in data set,
+# version 3"). The test set measured the shift, not the defects.
 _VIEW_ROWS: dict[str, dict[str, tuple[int, int]]] = {
     "brick": {"train": (0, 512), "test": (0, 512)},
-    "grass": {"train": (0, 300), "test": (300, 512)},
-    "gravel": {"train": (0, 300), "test": (300, 512)},
+    "grass": {"train": (0, 512), "test": (0, 512)},
+    "gravel": {"train": (0, 512), "test": (0, 512)},
 }
+# The builder version that last changed each category's images: results measured on an
+# older version of a category are not results on the current one (adlearn.notebook).
+CATEGORY_CHANGED_IN: dict[str, int] = {"brick": 2, "grass": 3, "gravel": 3, "washer": 2}
 _CROP_SIDE = 184.0        # photograph pixels per view side (before scale jitter)
 
 
@@ -136,7 +149,7 @@ class BuiltinSettings:
             )
 
     def folder_name(self) -> str:
-        """The default folder name: ``builtin_v2`` for the defaults, plus a digest otherwise."""
+        """The default folder name: ``builtin_v3`` for the defaults, plus a digest otherwise."""
         if self == BuiltinSettings():
             return f"builtin_v{BUILDER_VERSION}"
         digest = hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:8]
@@ -444,6 +457,16 @@ def _build_category(folder: Path, category: str, settings: BuiltinSettings) -> i
             _write_png(mask_dir / f"{index:03d}_mask.png", mask.astype(np.uint8) * 255)
             count += 1
     return count
+
+
+def builtin_version(root: str | Path) -> int | None:
+    """The builder version that wrote the built-in data set folder ``root`` (its manifest), or None if it has none.
+
+    Benchmarks record it with their results, so a chapter never mixes results of a category's older
+    images with the current ones (:data:`CATEGORY_CHANGED_IN`).
+    """
+    manifest = _read_manifest(Path(root))
+    return None if manifest is None else int(manifest["version"])
 
 
 def _read_manifest(root: Path) -> dict | None:
