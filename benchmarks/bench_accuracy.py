@@ -26,6 +26,18 @@ from _common import (add_dataset_arguments, add_run_arguments, benchmark_dataset
                      mean_and_spread, write_results)  # noqa: E402  (benchmarks/ is on the path)
 
 
+def image_auroc_by_score(detector: Any, predictions: Any) -> dict[str, float]:
+    """The image AUROC of each of ``detector.image_score_variants`` on the test images (one trained model)."""
+    from adlearn.metrics import image_auroc
+
+    parts: dict[str, list[torch.Tensor]] = {}
+    with torch.no_grad():
+        for chunk in detector.prepared_batches(torch.from_numpy(predictions.images)):
+            for name, scores in detector.image_score_variants(chunk).items():
+                parts.setdefault(name, []).append(scores.float().cpu())
+    return {name: round(image_auroc(torch.cat(values).numpy(), predictions.labels), 4) for name, values in parts.items()}
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("method", help="a registered method (python -m adlearn methods)")
@@ -54,13 +66,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             start = time.perf_counter()
             detector.fit(train, device=args.device, progress=False)
             fit_seconds = time.perf_counter() - start
-            predictions = collect_predictions(detector, test, device=args.device)
+            predictions = collect_predictions(detector, test, device=args.device, keep_images=True)
             row = {"data": name, "seed": seed, **{k: round(float(v), 4) for k, v in compute_metrics(predictions).items()},
                    # the same maps scored by their maximum: does the method's own image score beat it?
                    "image_auroc_map_max": round(image_auroc(predictions.maps.reshape(len(predictions), -1).max(1),
                                                             predictions.labels), 4),
                    "image_auroc_by_type": {k: round(v, 3) for k, v in image_auroc_by_defect_type(predictions).items()},
                    "fit_s": round(fit_seconds, 1), "test_images": len(test)}
+            if hasattr(detector, "image_score_variants"):  # a method with several image scores: each one's AUROC
+                row["image_auroc_by_score"] = image_auroc_by_score(detector, predictions)
             rows.append(row)
             print(json.dumps(row), flush=True)
     print(f"\n{args.method}, profile {args.profile}, overrides {overrides}, {machine_description(args.threads)}\n")

@@ -367,6 +367,40 @@ def test_image_model_option_scores_with_its_own_gaussian(washer):
     assert prediction.maps.shape == (3, 1, 64, 64)
 
 
+def test_fused_image_score_is_the_larger_standardised_score(washer, tmp_path):
+    from adlearn.methods.base import held_out_split
+
+    train, test = washer
+    detector = CutPaste.from_profile("quick", steps=2, image_model=True, image_score="fused").fit(train, progress=False)
+    assert detector.image_score_name == "fused"
+    # the standardisation: mean and std of each raw score on the held-out normal training images, nothing else
+    _, held_index = held_out_split(len(train), detector.config.held_out_fraction, detector.config.seed)
+    held = stack(train, held_index)
+    with torch.no_grad():
+        raw = detector.raw_image_scores(held, detector.patch_score_grid(held))
+    expected_stats = torch.tensor([[raw["patch_max"].mean(), raw["patch_max"].std()],
+                                   [raw["image_model"].mean(), raw["image_model"].std()]])
+    torch.testing.assert_close(detector.calibration["image_score_stats"], expected_stats, rtol=1e-4, atol=1e-5)
+    images = stack(test, range(4))
+    with torch.no_grad():
+        variants = detector.image_score_variants(images)
+    assert set(variants) == {"patch_max", "image_model", "fused"}
+    stats = detector.calibration["image_score_stats"]
+    direct = torch.maximum((variants["patch_max"] - stats[0, 0]) / stats[0, 1],
+                           (variants["image_model"] - stats[1, 0]) / stats[1, 1])
+    torch.testing.assert_close(variants["fused"], direct)
+    torch.testing.assert_close(detector.predict(images).scores, direct, rtol=1e-5, atol=1e-5)
+    # saved and loaded, the same scores; a patch-only model offers only the patch maximum
+    detector.save(tmp_path / "fused.pt")
+    torch.testing.assert_close(CutPaste.load(tmp_path / "fused.pt").predict(images).scores, direct, rtol=1e-5, atol=1e-5)
+    assert CutPaste.from_profile("quick").image_score_name == "patch_max"
+    assert CutPaste.from_profile("quick", image_model=True).image_score_name == "image_model"
+    with pytest.raises(ValueError, match="image_score='fused' needs the image model"):
+        CutPaste.from_profile("quick", image_score="fused")
+    with pytest.raises(ValueError, match="image_score must be None or one of patch_max, image_model, fused"):
+        CutPaste.from_profile("quick", image_model=True, image_score="mean")
+
+
 def test_image_batch_size_feeds_the_image_model_part_of_each_batch(washer):
     train, _ = washer
     detector = CutPaste.from_profile("quick", steps=2, batch_size=4, image_model=True, image_batch_size=2)

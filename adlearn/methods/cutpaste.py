@@ -44,6 +44,11 @@ paper's own "max-pooled for detection" use of the patch map. On a 2-core CPU
 that halves the training (one classifier instead of two, and a 32-px patch
 costs a sixteenth of a 128-px image), small defects are seen at the scale the
 model was trained on, and the score and the heat map can never disagree.
+``image_score="fused"`` takes both: each score is standardised by its mean
+and standard deviation on the held-out normal training images (fitted in
+``calibrate``), and the image score is the larger, so a defect that either
+model sees raises it; :meth:`CutPaste.image_score_variants` gives all three
+scores of one trained model, which ``benchmarks/bench_accuracy.py`` records.
 
 **SSPCAB** (``sspcab=True``): the self-supervised predictive block
 (:class:`adlearn.nn.SSPCAB`) is inserted at the entry of the backbone's last
@@ -309,6 +314,9 @@ def patch_scores_to_map(scores: torch.Tensor, patch_size: int, stride: int, sigm
 # --------------------------------------------------------------------------- detector
 
 
+IMAGE_SCORES = ("patch_max", "image_model", "fused")  # CutPasteConfig.image_score's choices
+
+
 @dataclass(frozen=True)
 class CutPasteConfig(DetectorConfig):
     """CutPaste's hyper-parameters; the defaults are the paper's and its reference code's values.
@@ -345,6 +353,12 @@ class CutPasteConfig(DetectorConfig):
             the paper): the first ``image_batch_size`` images of each step's random batch. Whole
             images cost far more than patches (a 128-px image has 7x the pixels of a 48-px patch),
             so a smaller batch here is how a CPU can afford the image model.
+        image_score: what the image score is (``None``: ``"image_model"`` with an image model, else
+            ``"patch_max"``): ``"patch_max"``, the largest patch score; ``"image_model"``, the image
+            model's Mahalanobis distance (the paper); ``"fused"``, the larger of the two after each is
+            standardised by the mean and standard deviation of its scores on the held-out normal
+            training images (so a defect either model sees raises the score). The last two need
+            ``image_model=True``.
         patch_size: side of the patch model's patches (paper: 64 at 256 px).
         patch_stride: stride of the dense patch grid at test time (paper: 4).
         map_blur_sigma: standard deviation in pixels of the Gaussian that smooths the map (paper: 4 at 256 px).
@@ -372,6 +386,7 @@ class CutPasteConfig(DetectorConfig):
     synthesis: dict[str, Any] = field(default_factory=dict)
     image_model: bool = True
     image_batch_size: int | None = None
+    image_score: str | None = None
     patch_size: int = 64
     patch_stride: int = 4
     map_blur_sigma: float = 4.0
@@ -411,6 +426,11 @@ class CutPasteConfig(DetectorConfig):
                 or not 1 <= self.image_batch_size <= self.batch_size):
             raise ValueError(f"image_batch_size must be None or an int from 1 to batch_size={self.batch_size} "
                              f"(its images are taken from each step's batch), got {self.image_batch_size!r}.")
+        if self.image_score not in (None,) + IMAGE_SCORES:
+            raise ValueError(f"image_score must be None or one of {', '.join(IMAGE_SCORES)}, got {self.image_score!r}.")
+        if self.image_score in ("image_model", "fused") and not self.image_model:
+            raise ValueError(f"image_score={self.image_score!r} needs the image model; set image_model=True "
+                             "or image_score='patch_max'.")
         if self.density_patches_per_image is not None and self.density_patches_per_image < 1:
             raise ValueError(f"density_patches_per_image must be None or >= 1, got {self.density_patches_per_image}.")
         unknown = set(self.synthesis) - {"cutpaste", "scar"}
@@ -593,6 +613,15 @@ class CutPaste(Detector):
             raise RuntimeError("CutPaste.calibrate runs inside fit, after setup has seen the training images.")
         self.fit_densities(images)
         self._density_images = None  # not part of the model
+        if self.image_model is not None:  # the fused score's standardisation, before the base scores held_out
+            raw = {name: [] for name in ("patch_max", "image_model")}
+            with torch.no_grad():
+                for chunk in self.prepared_batches(held_out):
+                    for name, value in self.raw_image_scores(chunk, self.patch_score_grid(chunk)).items():
+                        raw[name].append(value.float())
+            self.calibration["image_score_stats"] = torch.stack(
+                [torch.stack([values.mean(), values.std().clamp_min(1e-6)])
+                 for values in (torch.cat(raw["patch_max"]), torch.cat(raw["image_model"]))]).cpu()
         super().calibrate(held_out)
 
     def score_patches(self, patches: torch.Tensor) -> torch.Tensor:
@@ -606,14 +635,40 @@ class CutPaste(Detector):
         c = self.config
         return dense_patch_scores(self.score_patches, images, c.patch_size, c.patch_stride, c.patch_batch_size)
 
+    @property
+    def image_score_name(self) -> str:
+        """The image score :meth:`predict` returns (``image_score``, or its default; see :class:`CutPasteConfig`)."""
+        return self.config.image_score or ("image_model" if self.image_model is not None else "patch_max")
+
+    def raw_image_scores(self, images: torch.Tensor, grid: torch.Tensor) -> dict[str, torch.Tensor]:
+        """``{"patch_max": [B], "image_model": [B]}`` (the second with an image model only), ``grid`` the patch scores."""
+        scores = {"patch_max": grid.flatten(1).amax(dim=1)}  # the patch map max-pooled, as the paper detects with patches
+        if self.image_model is not None:
+            scores["image_model"] = mahalanobis_distance(self.embed(images, "image_model", images.shape[0]),
+                                                         self.calibration["image_density_mean"],
+                                                         self.calibration["image_density_precision"])
+        return scores
+
+    def image_score_variants(self, images: torch.Tensor, grid: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        """Every image score this model can give for ``images`` (on the device, at ``image_size``), by name.
+
+        ``"patch_max"`` always; with an image model also ``"image_model"`` and ``"fused"`` (see
+        ``CutPasteConfig.image_score``). A benchmark compares them on one trained model.
+        """
+        scores = self.raw_image_scores(images, self.patch_score_grid(images) if grid is None else grid)
+        if "image_model" in scores and "image_score_stats" in self.calibration:  # (fitted before the fused score)
+            stats = self.calibration["image_score_stats"].to(images.device)
+            standardised = [(scores[name] - stats[row, 0]) / stats[row, 1]
+                            for row, name in enumerate(("patch_max", "image_model"))]
+            scores["fused"] = torch.maximum(*standardised)
+        return scores
+
     def score_batch(self, images: torch.Tensor) -> Prediction:
         c = self.config
         grid = self.patch_score_grid(images)
         maps = patch_scores_to_map(grid, c.patch_size, c.patch_stride, c.map_blur_sigma)
-        if self.image_model is None:
-            scores = grid.flatten(1).amax(dim=1)  # the patch map max-pooled, as the paper detects with patch models
+        if self.image_score_name == "patch_max":
+            scores = grid.flatten(1).amax(dim=1)
         else:
-            scores = mahalanobis_distance(self.embed(images, "image_model", images.shape[0]),
-                                          self.calibration["image_density_mean"],
-                                          self.calibration["image_density_precision"])
+            scores = self.image_score_variants(images, grid)[self.image_score_name]
         return Prediction(scores=scores, maps=maps)
