@@ -367,6 +367,24 @@ def test_image_model_option_scores_with_its_own_gaussian(washer):
     assert prediction.maps.shape == (3, 1, 64, 64)
 
 
+def test_an_image_model_beside_the_patch_model_leaves_the_patch_model_unchanged(washer):
+    # its own optimiser (clipping bounds each model's step, not their sum) and its own synthesis stream:
+    # the patch model's weights, Gaussian and scores are those of a patch-only run, to the bit
+    train, test = washer
+    settings = dict(steps=3, batch_size=4, grad_clip=0.05)  # a small clip, so clipping acts on every step
+    alone = CutPaste.from_profile("quick", **settings).fit(train, progress=False)
+    beside = CutPaste.from_profile("quick", image_model=True, image_batch_size=2, **settings).fit(train, progress=False)
+    for (name, value), (other_name, other) in zip(alone.patch_model.state_dict().items(),
+                                                  beside.patch_model.state_dict().items()):
+        assert name == other_name and torch.equal(value, other), name
+    images = stack(test, range(4))
+    with torch.no_grad():
+        torch.testing.assert_close(beside.image_score_variants(images)["patch_max"], alone.predict(images).scores,
+                                   rtol=0, atol=0)
+    plan = beside.training_plan(stack(train, range(4)), 1)
+    assert set(plan.optimizers) == {"sgd", "image_sgd"} and set(plan.random_state) == {"batches", "synthesis", "image_synthesis"}
+
+
 def test_fused_image_score_is_the_larger_standardised_score(washer, tmp_path):
     from adlearn.methods.base import held_out_split
 

@@ -529,26 +529,30 @@ class CutPaste(Detector):
         models = {"patch": self.patch_model}
         if self.image_model is not None:
             models["image"] = self.image_model
-        parameters = [p for model in models.values() for p in model.parameters()]
-        optimizer = torch.optim.SGD(parameters, lr=c.lr, momentum=c.momentum, weight_decay=c.weight_decay)
-        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, steps))
+        # Each model has its own optimiser (so gradient clipping bounds each model's step, not their sum) and its own
+        # synthesis stream: the patch model trains exactly as it would alone, and an image model beside it only adds.
+        optimizers = {name: torch.optim.SGD(model.parameters(), lr=c.lr, momentum=c.momentum, weight_decay=c.weight_decay)
+                      for name, model in models.items()}
+        schedulers = {name: torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, steps))
+                      for name, optimizer in optimizers.items()}
         frozen = self.frozen_steps(steps)
         self.info["frozen_steps"] = frozen
         # Random numbers come from CPU generators (no GPU synchronisation); a seed means the same run everywhere.
         batches = random_batches(images, c.batch_size, torch.Generator().manual_seed(c.seed))
-        synthesis_generator = torch.Generator().manual_seed(c.seed + 1)
+        generators = {"patch": torch.Generator().manual_seed(c.seed + 1), "image": torch.Generator().manual_seed(c.seed + 3)}
         options = self.synthesis_options()
 
         def step(index: int) -> dict[str, Any]:
             normal = next(batches)
-            inputs = {"patch": random_crops((normal,), c.patch_size, synthesis_generator)[0]}
+            inputs = {"patch": random_crops((normal,), c.patch_size, generators["patch"])[0]}
             if "image" in models:
                 inputs["image"] = normal[: c.image_batch_size]  # None: the whole batch
             total, logged = 0.0, {}
             for name, model in models.items():
+                generator = generators[name]
                 model.freeze_backbone(index < frozen)  # by the step index, so a resumed run freezes the same steps
-                jittered = color_jitter(inputs[name], c.jitter, synthesis_generator) if c.jitter > 0 else inputs[name]
-                versions = cutpaste_3way(jittered.clamp(0, 1), generator=synthesis_generator, **options)
+                jittered = color_jitter(inputs[name], c.jitter, generator) if c.jitter > 0 else inputs[name]
+                versions = cutpaste_3way(jittered.clamp(0, 1), generator=generator, **options)
                 with self.trainer.autocast():
                     output = model(versions.images)
                 logits = output.logits.float()
@@ -559,14 +563,18 @@ class CutPaste(Detector):
                 if output.sspcab_loss is not None:
                     total = total + c.sspcab_weight * output.sspcab_loss
                     logged[f"{name}_sspcab"] = output.sspcab_loss.detach()
-            self.trainer.backward(total)
+            self.trainer.backward(total)  # the models share no parameter: each optimiser steps on its own model's loss
             logged["loss"] = total.detach()
-            logged["lr"] = optimizer.param_groups[0]["lr"]  # the rate this step used
+            logged["lr"] = optimizers["patch"].param_groups[0]["lr"]  # the rate this step used
             logged["frozen"] = float(index < frozen)
             return logged
 
-        return TrainingPlan(step, {"sgd": optimizer}, schedulers={"cosine": scheduler},
-                            random_state={"batches": batches, "synthesis": synthesis_generator}, grad_clip=c.grad_clip)
+        # the patch model's names are the ones a patch-only model always had ("sgd", "cosine", "synthesis")
+        names = {"patch": ("sgd", "cosine", "synthesis"), "image": ("image_sgd", "image_cosine", "image_synthesis")}
+        return TrainingPlan(step, {names[m][0]: optimizer for m, optimizer in optimizers.items()},
+                            schedulers={names[m][1]: scheduler for m, scheduler in schedulers.items()},
+                            random_state={"batches": batches, **{names[m][2]: generators[m] for m in models}},
+                            grad_clip=c.grad_clip)
 
     # ------------------------------------------------------------------ density and scoring
 
