@@ -44,7 +44,9 @@ paper's own "max-pooled for detection" use of the patch map. On a 2-core CPU
 that halves the training (one classifier instead of two, and a 32-px patch
 costs a sixteenth of a 128-px image), small defects are seen at the scale the
 model was trained on, and the score and the heat map can never disagree.
-``image_score="fused"`` takes both: each score is standardised by its mean
+The two train side by side with their own optimisers and synthesis streams,
+so the patch model (and its patch-maximum score) is exactly what a patch-only
+run trains. ``image_score="fused"`` takes both: each score is standardised by its mean
 and standard deviation on the held-out normal training images (fitted in
 ``calibrate``), and the image score is the larger, so a defect that either
 model sees raises it; :meth:`CutPaste.image_score_variants` gives all three
