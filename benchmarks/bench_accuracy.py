@@ -66,14 +66,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             start = time.perf_counter()
             detector.fit(train, device=args.device, progress=False)
             fit_seconds = time.perf_counter() - start
-            predictions = collect_predictions(detector, test, device=args.device, keep_images=True)
+            several_scores = hasattr(detector, "image_score_variants")  # then each score's AUROC, from the kept images
+            predictions = collect_predictions(detector, test, device=args.device, keep_images=several_scores)
             row = {"data": name, "seed": seed, **{k: round(float(v), 4) for k, v in compute_metrics(predictions).items()},
                    # the same maps scored by their maximum: does the method's own image score beat it?
                    "image_auroc_map_max": round(image_auroc(predictions.maps.reshape(len(predictions), -1).max(1),
                                                             predictions.labels), 4),
                    "image_auroc_by_type": {k: round(v, 3) for k, v in image_auroc_by_defect_type(predictions).items()},
                    "fit_s": round(fit_seconds, 1), "test_images": len(test)}
-            if hasattr(detector, "image_score_variants"):  # a method with several image scores: each one's AUROC
+            if several_scores:
                 row["image_auroc_by_score"] = image_auroc_by_score(detector, predictions)
             rows.append(row)
             print(json.dumps(row), flush=True)

@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from _common import builtin_version_of, machine_description, write_results  # noqa: E402  (benchmarks/ is on the path)
+from _common import machine_description, write_results  # noqa: E402  (benchmarks/ is on the path)
 
 
 def auroc(negatives: np.ndarray, positives: np.ndarray) -> float:
@@ -51,7 +51,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     from torch.utils.data import Subset
 
-    from adlearn.data import MVTecAD, builtin_dataset_root
+    from adlearn.data import MVTecAD, builtin_dataset_root, builtin_version
     from adlearn.evaluation import collect_predictions
     from adlearn.methods import get
 
@@ -77,7 +77,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                                 "defective_test": round(float(np.median(defective)), 3)}}
         rows.append(row)
         print(json.dumps(row), flush=True)
-    version = builtin_version_of("builtin", str(root))
+    version = builtin_version(root)
     print(f"\nbuilt-in data set version {version} ({root}), FeatureKNN book, {machine_description(args.threads)}\n")
     print("| category | good test vs unseen training (shift) | defective vs unseen training | good vs defective test |")
     print("|---|---|---|---|")

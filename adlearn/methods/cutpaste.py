@@ -571,11 +571,10 @@ class CutPaste(Detector):
             logged["frozen"] = float(index < frozen)
             return logged
 
-        # the patch model's names are the ones a patch-only model always had ("sgd", "cosine", "synthesis")
-        names = {"patch": ("sgd", "cosine", "synthesis"), "image": ("image_sgd", "image_cosine", "image_synthesis")}
-        return TrainingPlan(step, {names[m][0]: optimizer for m, optimizer in optimizers.items()},
-                            schedulers={names[m][1]: scheduler for m, scheduler in schedulers.items()},
-                            random_state={"batches": batches, **{names[m][2]: generators[m] for m in models}},
+        prefix = {"patch": "", "image": "image_"}  # the patch model keeps the names a patch-only model always had
+        return TrainingPlan(step, {prefix[m] + "sgd": optimizer for m, optimizer in optimizers.items()},
+                            schedulers={prefix[m] + "cosine": scheduler for m, scheduler in schedulers.items()},
+                            random_state={"batches": batches, **{prefix[m] + "synthesis": generators[m] for m in models}},
                             grad_clip=c.grad_clip)
 
     # ------------------------------------------------------------------ density and scoring
