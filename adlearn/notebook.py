@@ -74,22 +74,26 @@ def start_chapter(seed: int = 0, profile: str | None = None, device: str | None 
     return ChapterRun(profile=name, settings=settings, device=chosen, generator=generator, seed=seed)
 
 
-def trained_model_path(detector: Any, name: str, root: str | Path | None = None) -> Path:
+def trained_model_path(detector: Any, name: str, root: str | Path | None = None,
+                       data: str | Path | None = None) -> Path:
     """Where a chapter keeps a model it trained: ``<root>/checkpoints/<name>_<digest>.pt``.
 
-    The digest covers the detector's class and hyper-parameters, so a model
-    trained with other settings (an older profile, an override) is never loaded
-    in place of the one the notebook asks for, and never overwritten: a change
-    of settings trains into a new file. Data and anomaly-source textures are not
-    part of the digest; delete the file to retrain after changing those.
+    The digest covers the detector's class and hyper-parameters, and the name of the data folder it trains on
+    when ``data`` is given, so a model trained with other settings (an older profile, an override) or on
+    another version of a data set (``builtin_v2`` against ``builtin_v3``) is never loaded in place of the one
+    the notebook asks for, and never overwritten: a change trains into a new file. The anomaly-source textures
+    are not part of the digest; delete the file to retrain after changing those.
 
     Args:
         detector: the (untrained) detector the chapter built.
         name: a readable prefix, e.g. ``"draem_book_grass"``.
         root: the data root; default :func:`adlearn.data.default_data_root`.
+        data: the data set folder the model trains on (its last name counts, not where it lies).
     """
-    settings = json.dumps({"class": type(detector).__name__, "hparams": detector.hparams}, sort_keys=True, default=str)
-    digest = hashlib.sha256(settings.encode()).hexdigest()[:8]
+    settings = {"class": type(detector).__name__, "hparams": detector.hparams}
+    if data is not None:
+        settings["data"] = Path(data).name
+    digest = hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:8]
     folder = (Path(root).expanduser() if root is not None else default_data_root()) / "checkpoints"
     return folder / f"{name}_{digest}.pt"
 

@@ -51,6 +51,11 @@ def test_trained_model_path_changes_with_the_hyper_parameters(tmp_path):
     reloaded.fitted = True  # saving needs a fitted model; the file only has to round-trip the settings
     reloaded.save(tmp_path / "m.pt")
     assert trained_model_path(DRAEM.load(tmp_path / "m.pt"), "draem_book_grass", root=tmp_path) == book  # survives save/load
+    # the data folder's name counts, so a model trained on built-in version 2 is not taken for one of version 3
+    on_v2 = trained_model_path(DRAEM.from_profile("book"), "draem_book_grass", root=tmp_path, data=tmp_path / "builtin_v2")
+    on_v3 = trained_model_path(DRAEM.from_profile("book"), "draem_book_grass", root=tmp_path, data="elsewhere/builtin_v3")
+    assert len({book, on_v2, on_v3}) == 3
+    assert on_v3 == trained_model_path(DRAEM.from_profile("book"), "draem_book_grass", root=tmp_path, data="builtin_v3")
 
 
 def test_other_seed_runs_takes_only_the_same_configuration(tmp_path):
