@@ -170,6 +170,63 @@ def test_memory_picks_the_identical_memory_image(lite_model):
     assert float((model.memory.images() - memory_images).abs().max()) <= 0.5 / 255 + 1e-6
 
 
+def test_memory_can_leave_one_sample_out_of_each_match():
+    generator = torch.Generator().manual_seed(2)
+    memory_features = random_levels(5, generator)
+    memory = MemoryModule()
+    memory.store(memory_features)
+    queries = [level[[3, 1, 0]] for level in memory_features]  # three memory samples themselves
+    free = memory.select(queries)
+    assert free.indices.tolist() == [3, 1, 0]
+    left_out = memory.select(queries, exclude=torch.tensor([3, -1, 0]))
+    # the excluded rows pick their nearest *other* sample; the row without exclusion is unchanged
+    for row, own in ((0, 3), (2, 0)):
+        others = free.distances[row].clone()
+        others[own] = float("inf")
+        assert int(left_out.indices[row]) == int(others.argmin()) != own
+    assert int(left_out.indices[1]) == 1
+    assert torch.equal(left_out.distances, free.distances)  # the distances reported are all of them
+    chosen = memory_features[0][left_out.indices]
+    torch.testing.assert_close(left_out.differences[0], (queries[0] - chosen) ** 2)
+    with pytest.raises(ValueError, match="exclude must have shape"):
+        memory.select(queries, exclude=torch.tensor([0, 1]))
+    single = MemoryModule()
+    single.store([level[:1] for level in memory_features])
+    with pytest.raises(ValueError, match="at least 2 samples"):
+        single.select([level[:1] for level in memory_features], exclude=torch.tensor([0]))
+
+
+@pytest.mark.parametrize("category, foreground", [("grass", False), ("washer", True)])
+def test_training_never_matches_an_image_with_itself_when_asked(builtin_root, category, foreground):
+    train = MVTecAD(builtin_root, category, "train", image_size=64)
+    smallest = {}
+    for excludes in (False, True):
+        # a memory of every training image: each training image is in it
+        detector = MemSeg.from_profile("quick", steps=6, memory_size=1000, match_excludes_self=excludes,
+                                       foreground=foreground)
+        distances = []
+        original = MemoryModule.select
+
+        def spy(self, features, exclude=None):
+            match = original(self, features, exclude)
+            if torch.is_grad_enabled():  # training steps only, not the memory's own set-up
+                distances.append(match.distances.gather(1, match.indices[:, None]).squeeze(1))
+                if excludes:
+                    assert exclude is not None and bool((exclude >= 0).all())
+                    assert not bool((match.indices == exclude).any())
+            return match
+
+        MemoryModule.select = spy
+        try:
+            detector.fit(train, progress=False, device="cpu")
+        finally:
+            MemoryModule.select = original
+        assert len(detector.memory) == detector.info["memory_images"] and len(distances) == 6
+        smallest[excludes] = float(torch.cat(distances).min())
+    # without leaving itself out, a normal training image matches itself at distance ~0; with it, never
+    assert smallest[False] < 1e-3 * smallest[True]
+
+
 def test_memory_refuses_mismatched_features():
     memory = MemoryModule()
     with pytest.raises(RuntimeError, match="memory is empty"):

@@ -364,11 +364,26 @@ class MemoryModule(nn.Module):
                 total = level_distance if total is None else total + level_distance
         return total
 
-    def select(self, features: Sequence[torch.Tensor]) -> MemoryMatch:
-        """The best-matching memory sample of each input and ``CI_l = concat(x_l, (x_l - m_{n*,l})^2)``."""
+    def select(self, features: Sequence[torch.Tensor], exclude: torch.Tensor | None = None) -> MemoryMatch:
+        """The best-matching memory sample of each input and ``CI_l = concat(x_l, (x_l - m_{n*,l})^2)``.
+
+        ``exclude``: ``[B]`` long, a memory sample each input may not pick (``-1``: none). Training
+        passes the memory slot of the image a simulated anomaly was painted on, so the match is
+        never the image itself, as it never is for a test image.
+        """
         distances = self.distances(features)
+        choice = distances
+        if exclude is not None:
+            if exclude.shape != (distances.shape[0],):
+                raise ValueError(f"exclude must have shape ({distances.shape[0]},), got {tuple(exclude.shape)}.")
+            rows = torch.nonzero(exclude >= 0).squeeze(1)
+            if rows.numel():
+                if len(self) < 2:
+                    raise ValueError("excluding a memory sample needs at least 2 samples in the memory.")
+                choice = distances.clone()
+                choice[rows, exclude[rows]] = float("inf")
         with torch.autocast(device_type=features[0].device.type, enabled=False):
-            return _match_from_indices(features, self.features(), distances.argmin(dim=1), distances)
+            return _match_from_indices(features, self.features(), choice.argmin(dim=1), distances)
 
     forward = select
 
@@ -525,10 +540,13 @@ class MemSegModel(nn.Module):
         """The frozen memory-level features of ``images`` (what :meth:`MemoryModule.store` keeps)."""
         return [level.float() for level in self.encoder(images).levels]
 
-    def forward(self, images: torch.Tensor) -> MemSegOutput:
-        """Logits, map, memory match and attention of ``images`` ``[B, 3, H, W]`` (H, W multiples of 32)."""
+    def forward(self, images: torch.Tensor, exclude: torch.Tensor | None = None) -> MemSegOutput:
+        """Logits, map, memory match and attention of ``images`` ``[B, 3, H, W]`` (H, W multiples of 32).
+
+        ``exclude``: per input, a memory sample it may not match (``-1``: none; see :meth:`MemoryModule.select`).
+        """
         features = self.encoder(images)
-        match = self.memory.select([level.detach() for level in features.levels])
+        match = self.memory.select([level.detach() for level in features.levels], exclude)
         fused, attention = self.fusion(match.concatenated, match.differences)
         logits = self.decoder(features.deep, fused, features.skip, images.shape[-2:])
         return MemSegOutput(
@@ -618,6 +636,10 @@ class MemSegConfig(DetectorConfig):
         texture_count: how many anomaly-source textures to load (``None``: all of DTD, or 48 stand-ins).
         grey_textures: turn the texture anomalies' sources grey, for grey products (see
             :func:`adlearn.data.textures.grey_textures` and DRÆM's option of the same name).
+        match_excludes_self: in training, an image in the memory may not be matched with itself. With
+            the paper's 30 memory images few training images are in the memory; a memory of all of
+            them would otherwise teach the decoder from differences that are exactly zero on normal
+            pixels, which a test image, never in the memory, does not have.
         synthesis: extra keyword arguments for :class:`adlearn.simulation.MemSegSynthesizer`.
     """
 
@@ -640,6 +662,7 @@ class MemSegConfig(DetectorConfig):
     texture_root: str | None = None
     texture_count: int | None = None
     grey_textures: bool = False
+    match_excludes_self: bool = False
     synthesis: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -747,6 +770,7 @@ class MemSeg(Detector):
         count = min(c.memory_size, images.shape[0])
         chosen = torch.randperm(images.shape[0], generator=torch.Generator().manual_seed(c.seed + 2))[:count]
         memory_images = images[chosen.to(images.device)]
+        self.memory_sources = chosen  # which training image fills each memory slot (training only, not saved)
         self.model.eval()
         parts = [self.model.memory_features(chunk) for chunk in memory_images.split(c.predict_batch_size)]
         self.memory.store([torch.cat(level) for level in zip(*parts)], images=memory_images)
@@ -772,18 +796,30 @@ class MemSeg(Detector):
                                           for chunk in images.split(64)])
             images = torch.cat((images, foreground_masks), dim=1)
         # random numbers are drawn on the CPU and the work done on the training device (see DRAEM)
+        # each training image's memory slot (-1: not in the memory), so a batch can leave its own images out of
+        # the match; the row index rides along as one more channel, drawn with the image by the same sampler
+        slots = None
+        if c.match_excludes_self:
+            slots = torch.full((images.shape[0],), -1, dtype=torch.long)
+            slots[self.memory_sources] = torch.arange(self.memory_sources.numel())
+            rows = torch.arange(images.shape[0], dtype=images.dtype, device=images.device)
+            images = torch.cat((images, rows.view(-1, 1, 1, 1).expand(-1, 1, *images.shape[-2:])), dim=1)
         batches = random_batches(images, c.batch_size, torch.Generator().manual_seed(c.seed))
         synthesis_generator = torch.Generator().manual_seed(c.seed + 1)
         synthesizer = self.synthesizer
 
         def step(_: int) -> dict[str, Any]:
             batch = next(batches)
+            exclude = None
+            if slots is not None:
+                exclude = slots[batch[:, -1, 0, 0].round().long().cpu()].to(batch.device)
+                batch = batch[:, :-1]
             if foreground_masks is not None:
                 synthetic = synthesizer(batch[:, :3], synthesis_generator, foreground=batch[:, 3:])
             else:
                 synthetic = synthesizer(batch, synthesis_generator)
             with self.trainer.autocast():
-                logits = model(synthetic.images).logits
+                logits = model(synthetic.images, exclude).logits
             losses = memseg_loss(logits, synthetic.masks, l1_weight=c.l1_weight, focal_weight=c.focal_weight,
                                  gamma=c.focal_gamma)
             self.trainer.backward(losses["loss"])
