@@ -293,9 +293,12 @@ def test_profiles_and_validation():
     assert (paper.image_size, paper.backbone, paper.memory_size, paper.batch_size) == (256, "resnet18", 30, 8)
     assert (paper.l1_weight, paper.focal_weight, paper.focal_gamma) == (0.6, 0.4, 4.0)
     assert (paper.lr, paper.steps, paper.score_top_k) == (0.04, 2700, 100)
+    assert not paper.match_excludes_self  # the paper's memory: 30 images, sampled from the training set
     for profile in ("quick", "book"):
         config = MemSeg.profile_config(profile)
         assert config.image_size % 32 == 0 and config.backbone == "efficientnet_lite0"
+        assert config.match_excludes_self
+    assert MemSeg.profile_config("book").memory_size >= 1000  # every training image of the book's data sets
     with pytest.raises(ValueError, match="multiple of 32"):
         MemSeg(image_size=100)
     with pytest.raises(ValueError, match="min_lr <= lr"):
