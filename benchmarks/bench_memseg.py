@@ -119,7 +119,8 @@ def bench_latency_and_training(args: argparse.Namespace, parts: list[str]) -> li
     for profile in args.profiles:
         detector = _detector(profile, args.texture_count)
         size = detector.config.image_size
-        train = torch.rand(40, 3, size, size, generator=generator)
+        # the memory holds up to memory_size of these (less the held-out tenth): --train-images sets how large
+        train = torch.rand(args.train_images, 3, size, size, generator=generator)
         stamps: list[float] = []
         steps = args.train_steps.get(profile, 6)
         start = time.perf_counter()
@@ -127,6 +128,7 @@ def bench_latency_and_training(args: argparse.Namespace, parts: list[str]) -> li
                      callback=lambda step, history: stamps.append(time.perf_counter()))
         fit_s = time.perf_counter() - start
         row: dict[str, Any] = {"part": "profile", "profile": profile, "image_size": size,
+                               "memory_images": len(detector.memory),
                                "backbone": detector.config.backbone,
                                "backbone_weights": detector.info["backbone_weights"],
                                "batch_size": detector.config.batch_size, "fit_s": round(fit_s, 1)}
@@ -152,6 +154,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--batch", type=int, default=8, help="inputs per memory selection")
     parser.add_argument("--memory", type=int, default=30, help="memory samples")
     parser.add_argument("--repeats", type=int, default=10)
+    parser.add_argument("--train-images", type=int, default=40,
+                        help="random training images for the latency and training parts (the memory is filled from them)")
     parser.add_argument("--texture-count", type=int, default=16, help="anomaly-source textures to load (speed only)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--json", default=None)
@@ -178,11 +182,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                   f"max relative distance difference {row['max_relative_distance_difference']:.1e}")
     profile_rows = [row for row in rows if row["part"] == "profile"]
     if profile_rows:
-        print("\n| profile | backbone | network px | latency ms (256 px, batch 1) | ms/image (batch 8) "
+        print("\n| profile | backbone | network px | memory images | latency ms (256 px, batch 1) | ms/image (batch 8) "
               "| train steps/s (batch) |")
-        print("|---|---|---|---|---|---|")
+        print("|---|---|---|---|---|---|---|")
         for row in profile_rows:
-            print(f"| {row['profile']} | {row['backbone']} | {row['image_size']} | "
+            print(f"| {row['profile']} | {row['backbone']} | {row['image_size']} | {row['memory_images']} | "
                   f"{row.get('latency_ms_batch1', '')} | "
                   f"{row.get('latency_ms_per_image_batch8', '')} | {row.get('train_steps_per_s', '')} "
                   f"({row['batch_size']}) |")
