@@ -364,6 +364,31 @@ def test_predict_and_inspect_agree(trained, grass):
     assert output.memory_distances.shape == (3, 4) and int(output.memory_indices.max()) < 4
 
 
+def test_image_scores_map_memory_and_fused(trained, grass):
+    _, test = grass
+    images = torch.stack([test[i]["image"] for i in range(6)])
+    output = trained.inspect(images)
+    variants = trained.image_score_variants(images)
+    assert set(variants) == {"map", "memory", "fused"}
+    torch.testing.assert_close(variants["map"], output.scores)  # the profile's score is the paper's
+    torch.testing.assert_close(variants["memory"], output.memory_distances.min(dim=1).values)
+    stats = trained.calibration["image_score_stats"]
+    assert stats.shape == (2, 2) and bool((stats[:, 1] > 0).all())
+    by_hand = torch.maximum((variants["map"] - stats[0, 0]) / stats[0, 1], (variants["memory"] - stats[1, 0]) / stats[1, 1])
+    torch.testing.assert_close(variants["fused"], by_hand)
+    # the statistics are the held-out normal images': standardised, they have mean 0 and std 1 there
+    held_out_memory = trained.calibration["held_out_scores"]  # sorted "map" scores of the held-out images
+    torch.testing.assert_close(held_out_memory.mean(), stats[0, 0], rtol=1e-4, atol=1e-6)
+    with pytest.raises(ValueError, match="image_score must be one of"):
+        MemSeg.profile_config("quick", image_score="max")
+
+
+def test_fused_image_score_is_what_predict_returns(grass):
+    detector = MemSeg.from_profile("quick", steps=3, image_score="fused").fit(grass[0], progress=False, device="cpu")
+    images = torch.stack([grass[1][i]["image"] for i in range(4)])
+    torch.testing.assert_close(detector.predict(images).scores, detector.image_score_variants(images)["fused"])
+
+
 def test_save_load_is_exact(trained, grass, tmp_path):
     _, test = grass
     images = torch.stack([test[i]["image"] for i in range(4)])

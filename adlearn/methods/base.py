@@ -41,7 +41,7 @@ import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, ClassVar, Mapping, TypeVar
+from typing import Any, Callable, ClassVar, Mapping, Sequence, TypeVar
 
 import torch
 import torch.nn.functional as F
@@ -177,6 +177,29 @@ def held_out_split(count: int, fraction: float, seed: int) -> tuple[list[int], l
     held = min(max(MIN_HELD_OUT, int(count * fraction)), count // 2)
     order = torch.randperm(count, generator=torch.Generator().manual_seed(seed)).tolist()
     return order[held:], order[:held]
+
+
+# --------------------------------------------------------------------------- combining two image scores
+
+
+def score_statistics(scores: dict[str, torch.Tensor], names: Sequence[str]) -> torch.Tensor:
+    """``[len(names), 2]``: each named score's mean and standard deviation (at least 1e-6) on held-out normal images.
+
+    What :func:`fused_score` standardises with; a method fits it in ``calibrate`` and keeps it in ``calibration``.
+    """
+    return torch.stack([torch.stack([scores[name].float().mean(), scores[name].float().std().clamp_min(1e-6)])
+                        for name in names]).cpu()
+
+
+def fused_score(scores: dict[str, torch.Tensor], names: Sequence[str], statistics: torch.Tensor) -> torch.Tensor:
+    """The larger of the named scores, each standardised by its held-out normal images' mean and std.
+
+    Two scores on different scales become comparable in units of their normal spread, and an image counts as
+    anomalous when either finds it far outside what normal images give.
+    """
+    statistics = statistics.to(scores[names[0]].device)
+    standardised = [(scores[name].float() - statistics[row, 0]) / statistics[row, 1] for row, name in enumerate(names)]
+    return torch.stack(standardised).amax(dim=0)
 
 
 # --------------------------------------------------------------------------- configuration

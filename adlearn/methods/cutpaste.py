@@ -80,7 +80,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from adlearn.methods.base import Detector, DetectorConfig, Prediction, TrainingPlan, register
+from adlearn.methods.base import (Detector, DetectorConfig, Prediction, TrainingPlan, fused_score, register,
+                                  score_statistics)
 from adlearn.methods.draem import random_crops
 from adlearn.methods.feature_knn import gaussian_blur
 from adlearn.nn import SSPCAB, sspcab_loss
@@ -317,6 +318,7 @@ def patch_scores_to_map(scores: torch.Tensor, patch_size: int, stride: int, sigm
 
 
 IMAGE_SCORES = ("patch_max", "image_model", "fused")  # CutPasteConfig.image_score's choices
+FUSED_SCORES = ("patch_max", "image_model")  # what "fused" standardises and takes the larger of (in this order)
 
 
 @dataclass(frozen=True)
@@ -623,14 +625,13 @@ class CutPaste(Detector):
         self.fit_densities(images)
         self._density_images = None  # not part of the model
         if self.image_model is not None:  # the fused score's standardisation, before the base scores held_out
-            raw = {name: [] for name in ("patch_max", "image_model")}
+            raw = {name: [] for name in FUSED_SCORES}
             with torch.no_grad():
                 for chunk in self.prepared_batches(held_out):
                     for name, value in self.raw_image_scores(chunk, self.patch_score_grid(chunk)).items():
                         raw[name].append(value.float())
-            self.calibration["image_score_stats"] = torch.stack(
-                [torch.stack([values.mean(), values.std().clamp_min(1e-6)])
-                 for values in (torch.cat(raw["patch_max"]), torch.cat(raw["image_model"]))]).cpu()
+            self.calibration["image_score_stats"] = score_statistics(
+                {name: torch.cat(values) for name, values in raw.items()}, FUSED_SCORES)
         super().calibrate(held_out)
 
     def score_patches(self, patches: torch.Tensor) -> torch.Tensor:
@@ -666,10 +667,7 @@ class CutPaste(Detector):
         """
         scores = self.raw_image_scores(images, self.patch_score_grid(images) if grid is None else grid)
         if "image_model" in scores and "image_score_stats" in self.calibration:  # (fitted before the fused score)
-            stats = self.calibration["image_score_stats"].to(images.device)
-            standardised = [(scores[name] - stats[row, 0]) / stats[row, 1]
-                            for row, name in enumerate(("patch_max", "image_model"))]
-            scores["fused"] = torch.maximum(*standardised)
+            scores["fused"] = fused_score(scores, FUSED_SCORES, self.calibration["image_score_stats"])
         return scores
 
     def score_batch(self, images: torch.Tensor) -> Prediction:

@@ -98,7 +98,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from adlearn.methods.base import (
-    BufferDict, Detector, DetectorConfig, Prediction, TrainingPlan, register, resize_maps,
+    BufferDict, Detector, DetectorConfig, Prediction, TrainingPlan, fused_score, register, resize_maps,
+    score_statistics,
 )
 from adlearn.nn.backbones import BACKBONES, FeatureExtractor
 from adlearn.nn.coordinate_attention import CoordinateAttention
@@ -607,6 +608,10 @@ def warmup_cosine_factor(step: int, steps: int, warmup_steps: int, min_ratio: fl
 # --------------------------------------------------------------------------- detector
 
 
+IMAGE_SCORES = ("map", "memory", "fused")  # MemSegConfig.image_score's choices
+FUSED_SCORES = ("map", "memory")  # what "fused" standardises and takes the larger of (in this order)
+
+
 @dataclass(frozen=True)
 class MemSegConfig(DetectorConfig):
     """MemSeg's hyper-parameters; the defaults are the paper's values, else the public code's (said where).
@@ -640,6 +645,10 @@ class MemSegConfig(DetectorConfig):
             the paper's 30 memory images few training images are in the memory; a memory of all of
             them would otherwise teach the decoder from differences that are exactly zero on normal
             pixels, which a test image, never in the memory, does not have.
+        image_score: the image score :meth:`MemSeg.predict` returns: ``"map"`` (the paper: the mean of the map's
+            ``score_top_k`` largest values), ``"memory"`` (the distance to the nearest memory image,
+            ``min_n d_n``, no decoder involved) or ``"fused"`` (the larger of the two, each standardised by
+            its mean and spread on the held-out normal images; beyond the paper).
         synthesis: extra keyword arguments for :class:`adlearn.simulation.MemSegSynthesizer`.
     """
 
@@ -663,6 +672,7 @@ class MemSegConfig(DetectorConfig):
     texture_count: int | None = None
     grey_textures: bool = False
     match_excludes_self: bool = False
+    image_score: str = "map"
     synthesis: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -677,6 +687,8 @@ class MemSegConfig(DetectorConfig):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ValueError(f"{name} must be an int >= 1, got {value!r}.")
+        if self.image_score not in IMAGE_SCORES:
+            raise ValueError(f"image_score must be one of {', '.join(IMAGE_SCORES)}, got {self.image_score!r}.")
         if self.batch_size < 2:
             raise ValueError(f"batch_size must be >= 2 (half normal, half simulated anomalies), got {self.batch_size}.")
         if not isinstance(self.steps, int) or self.steps < 0:
@@ -835,10 +847,37 @@ class MemSeg(Detector):
 
     # ------------------------------------------------------------------ inference
 
+    def _raw_scores(self, output: MemSegOutput) -> dict[str, torch.Tensor]:
+        """``{"map": [B], "memory": [B]}``: the map's top-k mean and the distance to the nearest memory image."""
+        return {"map": image_score_top_k(output.maps, self.config.score_top_k),
+                "memory": output.memory_distances.min(dim=1).values}
+
+    def _scores(self, output: MemSegOutput) -> dict[str, torch.Tensor]:
+        scores = self._raw_scores(output)
+        if "image_score_stats" in self.calibration:  # fitted in calibrate, before the base scores held-out images
+            scores["fused"] = fused_score(scores, FUSED_SCORES, self.calibration["image_score_stats"])
+        return scores
+
     def _forward(self, images: torch.Tensor) -> MemSegOutput:
         output = self.model(images)
-        output.scores = image_score_top_k(output.maps, self.config.score_top_k)
+        output.scores = self._scores(output)[self.config.image_score]
         return output
+
+    def calibrate(self, held_out: torch.Tensor) -> None:
+        """The fused score's standardisation (each raw score's mean and std on ``held_out``), then the base's."""
+        raw: dict[str, list[torch.Tensor]] = {name: [] for name in FUSED_SCORES}
+        for chunk in self.prepared_batches(held_out):
+            for name, value in self._raw_scores(self.model(chunk)).items():
+                raw[name].append(value.float())
+        self.calibration["image_score_stats"] = score_statistics(
+            {name: torch.cat(values) for name, values in raw.items()}, FUSED_SCORES)
+        super().calibrate(held_out)
+
+    @torch.no_grad()
+    def image_score_variants(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Every image score of ``images`` (on the device, at ``image_size``) by name: ``"map"``, ``"memory"``,
+        ``"fused"`` (see ``MemSegConfig.image_score``). A benchmark compares them on one trained model."""
+        return self._scores(self.model(images))
 
     def score_batch(self, images: torch.Tensor) -> Prediction:
         output = self._forward(images)
