@@ -18,7 +18,8 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from _common import add_dataset_arguments, benchmark_datasets, machine_description, write_results  # noqa: E402
+from _common import (add_dataset_arguments, benchmark_datasets, builtin_version_of, machine_description,  # noqa: E402
+                     write_results)
 
 
 def stacked(dataset: Any) -> torch.Tensor:
@@ -72,7 +73,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     for row in rows:
         print(f"| {row['data']} | {row['memory_images']} ({row['train_images']}) | {row['image_auroc_nearest_distance']:.3f} | "
               f"{row['image_auroc_difference_max']:.3f} |")
-    result = {"machine": machine_description(args.threads), "rows": rows}
+    result = {"machine": machine_description(args.threads), "builtin_version": builtin_version_of(args.data, args.root),
+              "rows": rows}
     write_results(args.json, result)
     return result
 
