@@ -22,10 +22,6 @@ from _common import (add_dataset_arguments, benchmark_datasets, builtin_version_
                      write_results)
 
 
-def stacked(dataset: Any) -> torch.Tensor:
-    return torch.stack([dataset[i]["image"] for i in range(len(dataset))])
-
-
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_dataset_arguments(parser)
@@ -38,18 +34,21 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     from adlearn.methods import MemSeg
     from adlearn.methods.memseg import MemoryModule
     from adlearn.metrics import image_auroc
+    from adlearn.train import stack_images
 
     torch.set_num_threads(args.threads)
     config = MemSeg.profile_config("book")
     model = MemSeg.from_profile("book").model.eval()
+
+    @torch.no_grad()
+    def memory_levels(dataset: Any) -> list[torch.Tensor]:
+        """The three memory-level features of every image of ``dataset`` (what MemSeg.setup stores)."""
+        return [torch.cat(level) for level in zip(*[model.memory_features(chunk) for chunk in stack_images(dataset).split(32)])]
+
     rows = []
     for name, train, test in benchmark_datasets(args.data, args.root, args.categories, config.image_size):
         start = time.perf_counter()
-        with torch.no_grad():
-            train_features = [torch.cat(level) for level in zip(*[model.memory_features(chunk)
-                                                                  for chunk in stacked(train).split(32)])]
-            test_features = [torch.cat(level) for level in zip(*[model.memory_features(chunk)
-                                                                 for chunk in stacked(test).split(32)])]
+        train_features, test_features = memory_levels(train), memory_levels(test)
         labels = torch.tensor(test.labels).numpy()
         for size in args.sizes:
             count = len(train) if size == "all" else min(int(size), len(train))

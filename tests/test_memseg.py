@@ -197,7 +197,7 @@ def test_memory_can_leave_one_sample_out_of_each_match():
 
 
 @pytest.mark.parametrize("category, foreground", [("grass", False), ("washer", True)])
-def test_training_never_matches_an_image_with_itself_when_asked(builtin_root, category, foreground):
+def test_training_never_matches_an_image_with_itself_when_asked(builtin_root, category, foreground, monkeypatch):
     train = MVTecAD(builtin_root, category, "train", image_size=64)
     smallest = {}
     for excludes in (False, True):
@@ -216,11 +216,9 @@ def test_training_never_matches_an_image_with_itself_when_asked(builtin_root, ca
                     assert not bool((match.indices == exclude).any())
             return match
 
-        MemoryModule.select = spy
-        try:
-            detector.fit(train, progress=False, device="cpu")
-        finally:
-            MemoryModule.select = original
+        monkeypatch.setattr(MemoryModule, "select", spy)
+        detector.fit(train, progress=False, device="cpu")
+        monkeypatch.setattr(MemoryModule, "select", original)
         assert len(detector.memory) == detector.info["memory_images"] and len(distances) == 6
         smallest[excludes] = float(torch.cat(distances).min())
     # without leaving itself out, a normal training image matches itself at distance ~0; with it, never
@@ -377,8 +375,8 @@ def test_image_scores_map_memory_and_fused(trained, grass):
     by_hand = torch.maximum((variants["map"] - stats[0, 0]) / stats[0, 1], (variants["memory"] - stats[1, 0]) / stats[1, 1])
     torch.testing.assert_close(variants["fused"], by_hand)
     # the statistics are the held-out normal images': standardised, they have mean 0 and std 1 there
-    held_out_memory = trained.calibration["held_out_scores"]  # sorted "map" scores of the held-out images
-    torch.testing.assert_close(held_out_memory.mean(), stats[0, 0], rtol=1e-4, atol=1e-6)
+    held_out_map = trained.calibration["held_out_scores"]  # sorted "map" scores of the held-out images
+    torch.testing.assert_close(held_out_map.mean(), stats[0, 0], rtol=1e-4, atol=1e-6)
     with pytest.raises(ValueError, match="image_score must be one of"):
         MemSeg.profile_config("quick", image_score="max")
 

@@ -41,7 +41,7 @@ import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, ClassVar, Mapping, Sequence, TypeVar
+from typing import Any, Callable, ClassVar, Iterable, Mapping, Sequence, TypeVar
 
 import torch
 import torch.nn.functional as F
@@ -182,13 +182,18 @@ def held_out_split(count: int, fraction: float, seed: int) -> tuple[list[int], l
 # --------------------------------------------------------------------------- combining two image scores
 
 
-def score_statistics(scores: dict[str, torch.Tensor], names: Sequence[str]) -> torch.Tensor:
+def score_statistics(batches: Iterable[dict[str, torch.Tensor]], names: Sequence[str]) -> torch.Tensor:
     """``[len(names), 2]``: each named score's mean and standard deviation (at least 1e-6) on held-out normal images.
 
-    What :func:`fused_score` standardises with; a method fits it in ``calibrate`` and keeps it in ``calibration``.
+    ``batches``: the scores of the held-out images, one ``{name: [B]}`` dict per batch. What :func:`fused_score`
+    standardises with; a method fits it in ``calibrate`` and keeps it in ``calibration``.
     """
-    return torch.stack([torch.stack([scores[name].float().mean(), scores[name].float().std().clamp_min(1e-6)])
-                        for name in names]).cpu()
+    collected: dict[str, list[torch.Tensor]] = {name: [] for name in names}
+    for scores in batches:
+        for name in names:
+            collected[name].append(scores[name].float())
+    values = [torch.cat(collected[name]) for name in names]
+    return torch.stack([torch.stack([v.mean(), v.std().clamp_min(1e-6)]) for v in values]).cpu()
 
 
 def fused_score(scores: dict[str, torch.Tensor], names: Sequence[str], statistics: torch.Tensor) -> torch.Tensor:

@@ -625,13 +625,10 @@ class CutPaste(Detector):
         self.fit_densities(images)
         self._density_images = None  # not part of the model
         if self.image_model is not None:  # the fused score's standardisation, before the base scores held_out
-            raw = {name: [] for name in FUSED_SCORES}
             with torch.no_grad():
-                for chunk in self.prepared_batches(held_out):
-                    for name, value in self.raw_image_scores(chunk, self.patch_score_grid(chunk)).items():
-                        raw[name].append(value.float())
-            self.calibration["image_score_stats"] = score_statistics(
-                {name: torch.cat(values) for name, values in raw.items()}, FUSED_SCORES)
+                self.calibration["image_score_stats"] = score_statistics(
+                    (self.raw_image_scores(chunk, self.patch_score_grid(chunk)) for chunk in self.prepared_batches(held_out)),
+                    FUSED_SCORES)
         super().calibrate(held_out)
 
     def score_patches(self, patches: torch.Tensor) -> torch.Tensor:

@@ -805,33 +805,29 @@ class MemSeg(Detector):
         if getattr(self.synthesizer, "use_foreground", False):
             from adlearn.simulation import foreground_masks as object_masks
 
-            # once per training image instead of once per batch; carried as a 4th channel so the
-            # sampler draws each image with its own mask
+            # once per training image instead of once per batch
             foreground_masks = torch.cat([object_masks(chunk, polarity=self.synthesizer.foreground_polarity,
                                                        kernel_size=self.synthesizer.morphology_kernel)
                                           for chunk in images.split(64)])
-            images = torch.cat((images, foreground_masks), dim=1)
-        # random numbers are drawn on the CPU and the work done on the training device (see DRAEM)
         # each training image's memory slot (-1: not in the memory), so a batch can leave its own images out of
-        # the match; the row index rides along as one more channel, drawn with the image by the same sampler
+        # the match
         slots = None
         if c.match_excludes_self:
-            slots = torch.full((images.shape[0],), -1, dtype=torch.long)
-            slots[self.memory_sources] = torch.arange(self.memory_sources.numel())
-            rows = torch.arange(images.shape[0], dtype=images.dtype, device=images.device)
-            images = torch.cat((images, rows.view(-1, 1, 1, 1).expand(-1, 1, *images.shape[-2:])), dim=1)
-        batches = random_batches(images, c.batch_size, torch.Generator().manual_seed(c.seed))
+            slots = torch.full((images.shape[0],), -1, dtype=torch.long, device=images.device)
+            slots[self.memory_sources.to(images.device)] = torch.arange(self.memory_sources.numel(), device=images.device)
+        # random numbers are drawn on the CPU and the work done on the training device (see DRAEM); the sampler
+        # draws row indices, so each image comes with its own mask and memory slot
+        batches = random_batches(torch.arange(images.shape[0], device=images.device), c.batch_size,
+                                 torch.Generator().manual_seed(c.seed))
         synthesis_generator = torch.Generator().manual_seed(c.seed + 1)
         synthesizer = self.synthesizer
 
         def step(_: int) -> dict[str, Any]:
-            batch = next(batches)
-            exclude = None
-            if slots is not None:
-                exclude = slots[batch[:, -1, 0, 0].round().long().cpu()].to(batch.device)
-                batch = batch[:, :-1]
+            rows = next(batches)
+            batch = images[rows]
+            exclude = slots[rows] if slots is not None else None
             if foreground_masks is not None:
-                synthetic = synthesizer(batch[:, :3], synthesis_generator, foreground=batch[:, 3:])
+                synthetic = synthesizer(batch, synthesis_generator, foreground=foreground_masks[rows])
             else:
                 synthetic = synthesizer(batch, synthesis_generator)
             with self.trainer.autocast():
@@ -866,12 +862,8 @@ class MemSeg(Detector):
 
     def calibrate(self, held_out: torch.Tensor) -> None:
         """The fused score's standardisation (each raw score's mean and std on ``held_out``), then the base's."""
-        raw: dict[str, list[torch.Tensor]] = {name: [] for name in FUSED_SCORES}
-        for chunk in self.prepared_batches(held_out):
-            for name, value in self._raw_scores(self.model(chunk)).items():
-                raw[name].append(value.float())
         self.calibration["image_score_stats"] = score_statistics(
-            {name: torch.cat(values) for name, values in raw.items()}, FUSED_SCORES)
+            (self._raw_scores(self.model(chunk)) for chunk in self.prepared_batches(held_out)), FUSED_SCORES)
         super().calibrate(held_out)
 
     @torch.no_grad()
